@@ -1,0 +1,9 @@
+#pragma once
+
+/// The connpool core in one include: Pool, Lease, BoundedBlockingQueue and the errors.
+/// Adapters (connpool/sqlite.hpp, connpool/postgres.hpp) are separate, opt-in headers.
+
+#include "connpool/bounded_queue.hpp"
+#include "connpool/errors.hpp"
+#include "connpool/lease.hpp"
+#include "connpool/pool.hpp"
