@@ -647,7 +647,7 @@ private:
             return false;
         }
         if constexpr (has_validate<Factory, Conn>) {
-            if (now - s.last_used.load(std::memory_order_relaxed) >= validate_after_ns_) {
+            if (!s.fresh && now - s.last_used.load(std::memory_order_relaxed) >= validate_after_ns_) {
                 bool ok = false;
                 try {
                     ok = factory_.validate(*s.conn);
@@ -661,6 +661,7 @@ private:
                 }
             }
         }
+        s.fresh = false;
         s.acquired_at.store(now, std::memory_order_relaxed);
         s.site_file.store(loc.file_name(), std::memory_order_relaxed);
         s.site_function.store(loc.function_name(), std::memory_order_relaxed);
@@ -806,6 +807,7 @@ private:
             return false;
         }
         const std::int64_t now = now_ns<Clock>();
+        s.fresh = true;
         s.last_used.store(now, std::memory_order_relaxed);
         s.expires_at.store(lifetime_ns_ == 0 ? 0 : now + lifetime_ns_ - jitter(), std::memory_order_relaxed);
         open_.fetch_add(1, std::memory_order_acq_rel);

@@ -55,6 +55,7 @@ struct alignas(cache_line) Slot {
     std::uint32_t index = 0;
     LeaseOwner<Conn>* owner = nullptr;
     std::optional<Conn> conn;
+    bool fresh = false; // created and not yet handed out: needs no validation
     std::atomic<std::int64_t> acquired_at{0}; // pool-clock ns when the current lease began
     std::atomic<std::int64_t> last_used{0};   // pool-clock ns when it last became idle
     std::atomic<std::int64_t> expires_at{0};  // pool-clock ns when it retires; 0 = never
