@@ -525,3 +525,51 @@ TEST(BoundedBlockingQueue, ElementsAreDestroyedWithTheQueue) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(BoundedBlockingQueue, PopForWithTheLargestTimeoutWaitsForAnElement) {
+    BoundedBlockingQueue<int> queue(1);
+    std::latch about_to_pop(1);
+    std::optional<int> got;
+    std::thread popper([&] {
+        about_to_pop.count_down();
+        got = queue.pop_for(std::chrono::nanoseconds::max());
+    });
+    about_to_pop.wait();
+    std::this_thread::sleep_for(30ms);
+    ASSERT_TRUE(queue.push(1));
+    popper.join();
+    EXPECT_THAT(got, Optional(1));
+}
+
+TEST(BoundedBlockingQueue, PopForAcceptsFractionalDurations) {
+    BoundedBlockingQueue<int> queue(1);
+    EXPECT_EQ(queue.pop_for(std::chrono::duration<double>(0.001)), std::nullopt);
+}
+
+TEST(BoundedBlockingQueue, ExtractIfWithAThrowingPredicateLeavesTheQueueIntact) {
+    BoundedBlockingQueue<int> queue(4);
+    for (int i = 1; i <= 4; ++i) ASSERT_TRUE(queue.push(i));
+    EXPECT_THROW(queue.extract_if([](int v) {
+                     if (v == 3) throw std::runtime_error("predicate failed");
+                     return v == 1;
+                 }),
+                 std::runtime_error);
+    std::vector<int> left;
+    while (auto item = queue.try_pop()) left.push_back(*item);
+    EXPECT_THAT(left, ::testing::ElementsAre(1, 2, 3, 4));
+}
+
+TEST(BoundedBlockingQueue, ExtractIfWorksForElementsThatCannotBeAssigned) {
+    struct Fixed {
+        const int value;
+    };
+    BoundedBlockingQueue<Fixed> queue(3);
+    for (int i = 1; i <= 3; ++i) ASSERT_TRUE(queue.push(Fixed{i}));
+    auto taken = queue.extract_if([](const Fixed& f) { return f.value == 1; });
+    ASSERT_EQ(taken.size(), 1u);
+    EXPECT_EQ(queue.try_pop()->value, 2);
+}
+
+} // namespace

@@ -28,12 +28,14 @@ enum class QueueOrder { fifo, lifo };
 /// construction. Invariant: elements are stored only while no popper waits.
 /// `count_` mirrors the element count for lock-free size() and an early-out in try_pop().
 ///
-/// T must be move-constructible. Every member may be called from any thread.
+/// T must be nothrow move-constructible, so that no element is lost or stranded half-way
+/// through a hand-off. Every member may be called from any thread.
 template <class T, QueueOrder Order = QueueOrder::fifo>
 class BoundedBlockingQueue {
-    static_assert(std::is_move_constructible_v<T>,
-                  "BoundedBlockingQueue<T>: T must be move-constructible, because elements are "
-                  "moved in and out of the queue.");
+    static_assert(std::is_nothrow_move_constructible_v<T>,
+                  "BoundedBlockingQueue<T>: T must be nothrow move-constructible, because elements "
+                  "are moved in and out of the queue under its lock and a throwing move would "
+                  "lose an element or strand a waiting thread.");
 
 public:
     /// Creates an empty queue holding at most `capacity` elements; allocates once, here.
@@ -51,7 +53,8 @@ public:
     ~BoundedBlockingQueue() = default;
 
     /// Adds `value`, blocking while the queue is full. Returns false (and leaves `value`
-    /// untouched) if the queue is or becomes closed.
+    /// untouched) if the queue is or becomes closed. Blocked pushers are not ordered among
+    /// themselves (the pool never fills its queue, so it never blocks here).
     bool push(T&& value) { return push_impl(std::move(value), true); }
     /// Copying overload of push(T&&).
     bool push(const T& value) { return push_impl(T(value), true); }
@@ -63,7 +66,8 @@ public:
     bool try_push(const T& value) { return push_impl(T(value), false); }
 
     /// Removes an element, blocking until one arrives. Returns std::nullopt only when the
-    /// queue is closed and empty. Waiting poppers are served in arrival order.
+    /// queue is closed and empty. Waiting poppers (of pop, pop_for and pop_until
+    /// alike) are served in arrival order.
     std::optional<T> pop() { return pop_impl(std::optional<std::chrono::steady_clock::time_point>{}); }
 
     /// Removes an element if one is stored now; never blocks (and takes no lock when empty).
@@ -74,10 +78,16 @@ public:
         return take_locked();
     }
 
-    /// Like pop(), but gives up after `timeout` and returns std::nullopt.
+    /// Like pop(), but gives up after `timeout` and returns std::nullopt. A timeout too large
+    /// for a steady_clock deadline waits forever; a zero or negative one still takes a stored
+    /// element.
     template <class Rep, class Period>
     std::optional<T> pop_for(const std::chrono::duration<Rep, Period>& timeout) {
-        return pop_until(std::chrono::steady_clock::now() + timeout);
+        using steady = std::chrono::steady_clock;
+        const auto now = steady::now();
+        const std::chrono::duration<double> room = steady::time_point::max() - now;
+        if (std::chrono::duration<double>(timeout) >= room) return pop();
+        return pop_until(now + std::chrono::ceil<steady::duration>(timeout));
     }
 
     /// Like pop(), but gives up at `deadline` (a steady_clock time) and returns std::nullopt.
@@ -109,21 +119,30 @@ public:
 
     /// Removes every stored element for which `pred(const T&)` is true and returns them, oldest
     /// first; the others keep their order. Holds the lock throughout, so `pred` must be quick
-    /// and must not call back into the queue. Allocates the returned vector.
+    /// and must not call back into the queue. If `pred` throws, the queue is left unchanged.
+    /// Allocates the returned vector.
     template <class Pred>
     std::vector<T> extract_if(Pred pred) {
-        std::vector<T> taken;
         std::lock_guard lock(mutex_);
         const std::size_t n = count_.load(std::memory_order_relaxed);
+        // Ask first, move afterwards: a throwing pred then leaves nothing half-moved.
+        std::vector<bool> match(n);
+        std::size_t matches = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            match[i] = static_cast<bool>(pred(std::as_const(*ring_[(head_ + i) % capacity_])));
+            matches += match[i] ? 1 : 0;
+        }
+        std::vector<T> taken;
+        taken.reserve(matches);
         std::size_t kept = 0;
         for (std::size_t i = 0; i < n; ++i) {
             auto& cell = ring_[(head_ + i) % capacity_];
-            if (pred(std::as_const(*cell))) {
+            if (match[i]) {
                 taken.push_back(std::move(*cell));
                 cell.reset();
             } else {
                 if (kept != i) {
-                    ring_[(head_ + kept) % capacity_] = std::move(*cell);
+                    ring_[(head_ + kept) % capacity_].emplace(std::move(*cell));
                     cell.reset();
                 }
                 ++kept;
@@ -160,8 +179,8 @@ private:
     // Hands `value` to the oldest waiting popper, or stores it. Requires the lock and room.
     void deliver(std::unique_lock<std::mutex>&, T&& value) {
         if (Waiter* w = waiters_head_) {
-            unlink(*w);
             w->item.emplace(std::move(value));
+            unlink(*w);
             // Notify while holding the lock: once it is released the waiter may return and
             // destroy its condition variable.
             w->cv.notify_one();
@@ -175,14 +194,10 @@ private:
     // Takes the element pop() owes, per Order. Requires the lock and a non-empty queue.
     std::optional<T> take_locked() {
         const std::size_t n = count_.load(std::memory_order_relaxed);
-        std::size_t index = head_;
-        if constexpr (Order == QueueOrder::lifo) {
-            index = (head_ + n - 1) % capacity_;
-        } else {
-            head_ = (head_ + 1) % capacity_;
-        }
+        const std::size_t index = Order == QueueOrder::lifo ? (head_ + n - 1) % capacity_ : head_;
         std::optional<T> out(std::move(*ring_[index]));
         ring_[index].reset();
+        if constexpr (Order == QueueOrder::fifo) head_ = (head_ + 1) % capacity_;
         count_.store(n - 1, std::memory_order_release);
         not_full_.notify_one();
         return out;
