@@ -331,3 +331,13 @@ TEST(Pool, UniquePtrConnectionsAreReachedThroughTheArrow) {
     EXPECT_EQ(lease->answer(), 42);
     EXPECT_NE((*lease).get(), nullptr);
 }
+
+TEST(Pool, AcquireForWithTheLargestTimeoutWaitsInsteadOfOverflowing) {
+    FakeFactory f;
+    FakePool pool{f, quiet(1)};
+    auto held = pool.acquire();
+    std::thread waiter([&] { EXPECT_EQ(pool.acquire_for(std::chrono::milliseconds::max())->id(), 1u); });
+    while (pool.stats().waiting == 0) std::this_thread::sleep_for(1ms);
+    held.release();
+    waiter.join();
+}

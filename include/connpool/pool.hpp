@@ -579,7 +579,10 @@ private:
 
     Lease<Conn> acquire_slow(std::chrono::milliseconds timeout, const source_location& loc) {
         const auto start = steady::now();
-        const auto deadline = start + timeout;
+        // Saturate: a "wait forever" timeout such as milliseconds::max() must not overflow.
+        constexpr auto forever = std::chrono::hours(24 * 365 * 100);
+        const auto deadline = start + (timeout < forever ? std::chrono::duration_cast<steady::duration>(timeout)
+                                                         : std::chrono::duration_cast<steady::duration>(forever));
         waiting_.fetch_add(1, std::memory_order_seq_cst);
         struct Leave {
             std::atomic<std::int64_t>& waiting;
