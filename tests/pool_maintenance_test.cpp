@@ -62,6 +62,23 @@ TEST(PoolMaintenance, IdleTimeoutRetiresIdleConnectionsDownToMinIdle) {
     EXPECT_EQ(f.registry->alive_count(), 2u);
 }
 
+TEST(PoolMaintenance, IdleTimeCountsFromTheEndOfALongLeaseSeenByMaintenance) {
+    FakeFactory f;
+    auto o = manual(2);
+    o.idle_timeout = 10min;
+    ClockedPool pool{f, o};
+    {
+        auto a = pool.acquire();
+        auto b = pool.acquire();
+        ManualClock::advance(30min);
+        pool.maintain(); // sees both leases still running
+    }
+    ManualClock::advance(5min);
+    EXPECT_EQ(pool.maintain(), 0u) << "idle for 5 min only, though handed out 35 min ago";
+    ManualClock::advance(6min);
+    EXPECT_EQ(pool.maintain(), 2u);
+}
+
 TEST(PoolMaintenance, IdleTimeoutSparesConnectionsInUse) {
     FakeFactory f;
     auto o = manual(2);
@@ -113,7 +130,7 @@ TEST(PoolMaintenance, MaxLifetimeIsCheckedWhenHandedOut) {
     EXPECT_EQ(l->id(), 2u);
 }
 
-TEST(PoolMaintenance, MaxLifetimeIsCheckedWhenGivenBack) {
+TEST(PoolMaintenance, LeaseThatOutlivesMaxLifetimeIsRetiredWhenGivenBack) {
     FakeFactory f;
     auto o = manual(1);
     o.max_lifetime = 30min;
@@ -121,6 +138,8 @@ TEST(PoolMaintenance, MaxLifetimeIsCheckedWhenGivenBack) {
     {
         auto l = pool.acquire();
         ManualClock::advance(31min);
+        pool.maintain(); // flags it: releases read no clock
+        EXPECT_EQ(l->id(), 1u) << "the lease itself is not disturbed";
     }
     EXPECT_EQ(f.registry->alive_count(), 0u);
     EXPECT_EQ(pool.stats().open, 0u);

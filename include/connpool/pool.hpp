@@ -11,17 +11,25 @@
 // Fast path (the one HikariCP made famous): a thread that gives back a connection parks it and
 // remembers its slot in a thread-local cache; its next acquire takes the same slot back with one
 // CAS (parked -> in_use), and the release is one more CAS (in_use -> parked). No lock, no shared
-// counter, no clock but a coarse one (see detail/clock.hpp). Statistics that the fast path feeds
-// are kept per slot, on the line the thread already owns.
+// counter written, one read of a coarse clock (see detail/clock.hpp) on acquire and none on
+// release. Statistics that the fast path feeds are kept per slot, on the line the thread
+// already owns. Without a clock read at release, idle time is measured from the last hand-out
+// (or the last maintenance pass that saw that lease running), which errs towards validating and
+// retiring early; a lease that outlives max_lifetime is flagged `retiring` by maintenance, so
+// its release takes the slow path and retires it.
 //
 // Slow path: a thread whose cached slot is gone takes the newest idle connection from the idle
 // queue (a BoundedBlockingQueue in LIFO order, so the least recently used ones age out), then
-// steals any parked slot, then creates a connection if there is room, then waits in the queue.
-// Before it waits it counts itself in `waiting_` and flags every owned slot `wanted`: a release
-// then sees either `waiting_ > 0` (it reads it before its CAS) or the flag (its CAS fails), and
-// pushes the connection into the queue, which hands it to the oldest waiter (FIFO). A waiter is
-// therefore served after at most as many releases as there are waiters ahead of it; nobody
-// barges past a waiter because a release with waiters never parks.
+// steals any parked slot, then creates a connection if there is room. Failing that it spins
+// briefly (a few pauses, then yields, at most ~200 us): when threads outnumber cores, a thread
+// that lost a race nearly always finds a parked connection within a few yields, and sleeping
+// instead would turn every release into a wake-up and a context switch (a lock convoy that a
+// busy pool never leaves). Only then does it sleep in the queue. Before it sleeps it counts
+// itself in `waiting_` and flags every owned slot `wanted`: a release then sees either
+// `waiting_ > 0` (it reads it before its CAS) or the flag (its CAS fails), and pushes the
+// connection into the queue, which hands it to the oldest sleeper (FIFO). So a waiter is served
+// at most ~200 us of spinning plus as many releases as there are sleepers ahead of it: while
+// anybody sleeps, no release parks, so nobody can barge past the sleepers.
 //
 // Capacity: a vacant slot is reserved with a CAS before creating into it, so at most max_size
 // connections exist, and at most max_concurrent_creates creations run at once. A failing
@@ -323,16 +331,12 @@ public:
                 return;
             }
         }
-        const std::int64_t now = now_ns<Clock>();
-        const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
-        if (expires != 0 && now >= expires) {
-            destroy_owned(s, "max_lifetime reached");
-            return;
-        }
-        s.last_used.store(now, std::memory_order_relaxed);
+        // No clock read here: it would cost a third of the whole cycle. Idle time is measured
+        // from the hand-out (see idle_since()), and a lease that outlives max_lifetime is
+        // flagged `retiring` by maintenance, which sends this release down the slow path.
         if (options_.on_event) {
             emit(PoolEventKind::released, &s,
-                 std::chrono::nanoseconds{now - s.acquired_at.load(std::memory_order_relaxed)},
+                 std::chrono::nanoseconds{now_ns<Clock>() - s.acquired_at.load(std::memory_order_relaxed)},
                  site_of(s));
         }
         remember(s);
@@ -411,8 +415,7 @@ public:
         auto verdict = [&](const Slot& s) -> const char* {
             const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
             if (expires != 0 && now >= expires) return "max_lifetime reached";
-            if (idle_limit > 0 && may_retire_idle > 0 &&
-                now - s.last_used.load(std::memory_order_relaxed) >= idle_limit) {
+            if (idle_limit > 0 && may_retire_idle > 0 && now - idle_since(s) >= idle_limit) {
                 --may_retire_idle;
                 return "idle_timeout reached";
             }
@@ -446,17 +449,26 @@ public:
                 make_idle(s);
             }
         }
-        // Leases held too long.
-        if (options_.leak_threshold.count() > 0) {
-            const std::int64_t threshold = ns(options_.leak_threshold);
-            for (std::size_t i = 0; i < options_.max_size; ++i) {
-                Slot& s = slots_[i];
-                if ((s.state.load(std::memory_order_acquire) & state_mask) != in_use) continue;
-                const std::int64_t held = now - s.acquired_at.load(std::memory_order_relaxed);
-                if (held >= threshold && !s.leak_reported.exchange(true, std::memory_order_relaxed)) {
-                    leaks_.fetch_add(1, std::memory_order_relaxed);
-                    emit(PoolEventKind::leak, &s, std::chrono::nanoseconds{held}, site_of(s));
-                }
+        // Leases: note that they are still running (for idle_since()), flag the ones past
+        // max_lifetime so their release retires them, report the ones held too long.
+        const std::int64_t leak_threshold = ns(options_.leak_threshold);
+        for (std::size_t i = 0; i < options_.max_size; ++i) {
+            Slot& s = slots_[i];
+            std::uint32_t cur = s.state.load(std::memory_order_acquire);
+            if ((cur & state_mask) != in_use) continue;
+            s.seen_in_use_version.store(s.acquires.load(std::memory_order_relaxed),
+                                        std::memory_order_relaxed);
+            s.seen_in_use_at.store(now, std::memory_order_relaxed);
+            const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
+            while (expires != 0 && now >= expires && (cur & state_mask) == in_use && (cur & retiring) == 0 &&
+                   !s.state.compare_exchange_weak(cur, cur | retiring, std::memory_order_acq_rel)) {
+            }
+            const std::int64_t held = now - s.acquired_at.load(std::memory_order_relaxed);
+            const std::uint64_t lease = s.acquires.load(std::memory_order_relaxed);
+            if (leak_threshold > 0 && held >= leak_threshold &&
+                s.leak_reported.exchange(lease, std::memory_order_relaxed) != lease) {
+                leaks_.fetch_add(1, std::memory_order_relaxed);
+                emit(PoolEventKind::leak, &s, std::chrono::nanoseconds{held}, site_of(s));
             }
         }
         // Keep min_idle connections ready.
@@ -513,9 +525,7 @@ private:
     }
 
     static CallSite site_of(const Slot& s) noexcept {
-        return CallSite{s.site_file.load(std::memory_order_relaxed),
-                        s.site_function.load(std::memory_order_relaxed),
-                        s.site_line.load(std::memory_order_relaxed)};
+        return CallSite{s.site.file(), s.site.function(), s.site.line()};
     }
 
     void emit(PoolEventKind kind, const Slot* s, std::chrono::nanoseconds d, CallSite site = {},
@@ -583,6 +593,29 @@ private:
         constexpr auto forever = std::chrono::hours(24 * 365 * 100);
         const auto deadline = start + (timeout < forever ? std::chrono::duration_cast<steady::duration>(timeout)
                                                          : std::chrono::duration_cast<steady::duration>(forever));
+        // Spin first. A thread that merely lost a race (the usual case when threads outnumber
+        // cores) finds a parked connection within a few yields. Putting it to sleep instead
+        // would make every later release a hand-off to a sleeping thread plus a context
+        // switch: a lock convoy, from which a busy pool never recovers.
+        for (int round = 0; round < spin_rounds; ++round) {
+            if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
+            Slot* s = grab();
+            if (s != nullptr) {
+                if (!own(*s)) continue;
+                const auto waited = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - start);
+                if (hand_out(*s, loc, waited, true)) return Lease<Conn>(s);
+                continue;
+            }
+            const auto now = steady::now();
+            if (now >= deadline || now - start >= spin_limit) break;
+            if (round < 4) {
+                cpu_relax();
+            } else {
+                std::this_thread::yield();
+            }
+        }
+
+        // Then sleep in the idle queue, served in arrival order.
         waiting_.fetch_add(1, std::memory_order_seq_cst);
         struct Leave {
             std::atomic<std::int64_t>& waiting;
@@ -598,12 +631,29 @@ private:
         }
     }
 
-    // One round of the slow path: the newest queued idle connection, a parked one, a new one,
-    // or whatever the queue hands this thread while it waits. nullptr = go round again.
-    Slot* next_slot(steady::time_point start, steady::time_point deadline, const source_location& loc) {
+    static constexpr int spin_rounds = 64;
+    static constexpr auto spin_limit = std::chrono::microseconds(200);
+
+    static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
+    }
+
+    // A connection without waiting: the newest queued idle one, a parked one, or a new one.
+    Slot* grab() {
         if (auto popped = idle_.try_pop()) return *popped;
         if (Slot* s = steal_parked(false)) return s;
         if (Slot* r = reserve()) return create_into(*r) ? r : nullptr;
+        return nullptr;
+    }
+
+    // One round of the slow path: the newest queued idle connection, a parked one, a new one,
+    // or whatever the queue hands this thread while it waits. nullptr = go round again.
+    Slot* next_slot(steady::time_point start, steady::time_point deadline, const source_location& loc) {
+        if (Slot* s = grab()) return s;
         if (Slot* s = steal_parked(true)) return s;
         const auto now = steady::now();
         if (now >= deadline) throw_timeout(loc, now - start);
@@ -650,7 +700,7 @@ private:
             return false;
         }
         if constexpr (has_validate<Factory, Conn>) {
-            if (!s.fresh && now - s.last_used.load(std::memory_order_relaxed) >= validate_after_ns_) {
+            if (!s.fresh && now - idle_since(s) >= validate_after_ns_) {
                 bool ok = false;
                 try {
                     ok = factory_.validate(*s.conn);
@@ -666,10 +716,7 @@ private:
         }
         s.fresh = false;
         s.acquired_at.store(now, std::memory_order_relaxed);
-        s.site_file.store(loc.file_name(), std::memory_order_relaxed);
-        s.site_function.store(loc.function_name(), std::memory_order_relaxed);
-        s.site_line.store(loc.line(), std::memory_order_relaxed);
-        s.leak_reported.store(false, std::memory_order_relaxed);
+        s.site.store(loc);
         // Single writer (the owner), so a plain read-modify-write without a lock prefix.
         s.acquires.store(s.acquires.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         if (slow) waits_.record(static_cast<std::uint64_t>(waited.count()));
@@ -687,6 +734,10 @@ private:
         for (;;) {
             if ((cur & closing) != 0 || closed_.load(std::memory_order_seq_cst)) {
                 destroy_owned(s, "pool closed");
+                return;
+            }
+            if ((cur & retiring) != 0) {
+                destroy_owned(s, "max_lifetime reached");
                 return;
             }
             if (waiting_.load(std::memory_order_seq_cst) > 0) {
@@ -811,7 +862,7 @@ private:
         }
         const std::int64_t now = now_ns<Clock>();
         s.fresh = true;
-        s.last_used.store(now, std::memory_order_relaxed);
+        s.acquired_at.store(now, std::memory_order_relaxed);
         s.expires_at.store(lifetime_ns_ == 0 ? 0 : now + lifetime_ns_ - jitter(), std::memory_order_relaxed);
         open_.fetch_add(1, std::memory_order_acq_rel);
         created_.fetch_add(1, std::memory_order_relaxed);
@@ -836,6 +887,18 @@ private:
         if (lifetime_ns_ < 10'000'000'000) return 0; // HikariCP's rule: no jitter under 10 s
         std::lock_guard lock(error_mutex_);
         return std::uniform_int_distribution<std::int64_t>(0, lifetime_ns_ / 40)(rng_);
+    }
+
+    // When an idle slot's connection was last in use, without a clock read at release: its
+    // last hand-out, or later the last maintenance pass that saw that same lease still running.
+    // Never later than the true release, so idle ages err long by at most the hold time (or one
+    // maintenance interval): idle connections are validated or retired early, never late.
+    static std::int64_t idle_since(const Slot& s) noexcept {
+        std::int64_t since = s.acquired_at.load(std::memory_order_relaxed);
+        if (s.seen_in_use_version.load(std::memory_order_relaxed) == s.acquires.load(std::memory_order_relaxed)) {
+            since = std::max(since, s.seen_in_use_at.load(std::memory_order_relaxed));
+        }
+        return since;
     }
 
     std::size_t idle_count() const noexcept {

@@ -38,11 +38,40 @@ inline constexpr std::uint32_t busy = 5;     // owned by the pool (validating, r
 inline constexpr std::uint32_t state_mask = 0xff;
 inline constexpr std::uint32_t wanted = 0x100;  // a waiter wants this one when it comes back
 inline constexpr std::uint32_t closing = 0x200; // the pool closed while this slot was owned
+inline constexpr std::uint32_t retiring = 0x400; // max_lifetime passed while it was leased
 
 // Separate slots sit on separate cache lines: a slot's line travels with its connection from
 // thread to thread, and must not drag a neighbour's along. (64 rather than
 // std::hardware_destructive_interference_size, whose value may differ between translation units.)
 inline constexpr std::size_t cache_line = 64;
+
+/// An acquire's call site, readable by other threads while its owner overwrites it.
+/// One lock-free word where source_location is a single pointer (libstdc++); three otherwise.
+template <bool OneWord = (sizeof(source_location) == sizeof(void*) &&
+                          std::atomic<source_location>::is_always_lock_free)>
+struct BasicSiteCell {
+    std::atomic<source_location> loc{};
+    void store(const source_location& l) noexcept { loc.store(l, std::memory_order_relaxed); }
+    [[nodiscard]] source_location load() const noexcept { return loc.load(std::memory_order_relaxed); }
+    [[nodiscard]] const char* file() const noexcept { return load().file_name(); }
+    [[nodiscard]] const char* function() const noexcept { return load().function_name(); }
+    [[nodiscard]] std::uint_least32_t line() const noexcept { return load().line(); }
+};
+template <>
+struct BasicSiteCell<false> {
+    std::atomic<const char*> file_{""};
+    std::atomic<const char*> function_{""};
+    std::atomic<std::uint_least32_t> line_{0};
+    void store(const source_location& l) noexcept {
+        file_.store(l.file_name(), std::memory_order_relaxed);
+        function_.store(l.function_name(), std::memory_order_relaxed);
+        line_.store(l.line(), std::memory_order_relaxed);
+    }
+    [[nodiscard]] const char* file() const noexcept { return file_.load(std::memory_order_relaxed); }
+    [[nodiscard]] const char* function() const noexcept { return function_.load(std::memory_order_relaxed); }
+    [[nodiscard]] std::uint_least32_t line() const noexcept { return line_.load(std::memory_order_relaxed); }
+};
+using SiteCell = BasicSiteCell<>;
 
 /// One place for a connection, with the bookkeeping that travels with it.
 ///
@@ -56,15 +85,15 @@ struct alignas(cache_line) Slot {
     LeaseOwner<Conn>* owner = nullptr;
     std::optional<Conn> conn;
     bool fresh = false; // created and not yet handed out: needs no validation
-    std::atomic<std::int64_t> acquired_at{0}; // pool-clock ns when the current lease began
-    std::atomic<std::int64_t> last_used{0};   // pool-clock ns when it last became idle
+    std::atomic<std::int64_t> acquired_at{0}; // pool-clock ns of the last hand-out (or creation)
     std::atomic<std::int64_t> expires_at{0};  // pool-clock ns when it retires; 0 = never
     std::atomic<std::uint64_t> acquires{0};   // leases handed out from this slot, ever
-    // Who acquired the current lease, in parts: a source_location may not fit a lock-free atomic.
-    std::atomic<const char*> site_file{""};
-    std::atomic<const char*> site_function{""};
-    std::atomic<std::uint_least32_t> site_line{0};
-    std::atomic<bool> leak_reported{false};   // the current lease was reported as a leak
+    // The last maintenance pass that saw this slot in use, and which lease (by `acquires`) it
+    // saw: a lower bound for when that lease ended, so releases need not read the clock.
+    std::atomic<std::int64_t> seen_in_use_at{0};
+    std::atomic<std::uint64_t> seen_in_use_version{~std::uint64_t{0}};
+    SiteCell site;                            // who acquired the current lease
+    std::atomic<std::uint64_t> leak_reported{~std::uint64_t{0}}; // the lease (by `acquires`) reported
 };
 
 } // namespace connpool::detail
