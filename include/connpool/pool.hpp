@@ -284,7 +284,8 @@ public:
     // ---- acquire -------------------------------------------------------------------------
 
     Lease<Conn> acquire(std::chrono::milliseconds timeout, const source_location& loc) {
-        if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
+        // No closed_ check here: close() destroys every parked connection, so after it the
+        // cached slot cannot be taken and the slow path throws PoolClosed.
         if (Slot* s = take_cached()) {
             if (hand_out(*s, loc, std::chrono::nanoseconds{0}, false)) return Lease<Conn>(s);
         }
@@ -342,8 +343,8 @@ public:
         remember(s);
         // Read before the CAS (see the design note). After a successful CAS the slot may be
         // taken, closed and the core deleted by others: touch nothing of ours after it.
-        if (waiting_.load(std::memory_order_seq_cst) == 0 &&
-            !closed_.load(std::memory_order_seq_cst)) {
+        // closed_ need not be read: close() flags owned slots `closing`, failing this CAS.
+        if (waiting_.load(std::memory_order_seq_cst) == 0) {
             std::uint32_t expected = in_use;
             if (s.state.compare_exchange_strong(expected, parked, std::memory_order_acq_rel,
                                                 std::memory_order_relaxed)) {
