@@ -158,3 +158,55 @@ TEST(PoolClose, CloseRacingWithAcquireAndReleaseLeavesNothingAlive) {
         ASSERT_EQ(f.registry->double_destroys.load(), 0u);
     }
 }
+
+TEST(PoolClose, TryAcquireRacingCloseNeverLeavesAConnectionBehind) {
+    // try_acquire pops a queued connection while close() sweeps the slots and drains the
+    // queue: whichever wins, nothing may stay open, and nothing may be acquired after close.
+    int acquired_after_close = 0;
+    for (int round = 0; round < 3000; ++round) {
+        FakeFactory f;
+        {
+            connpool::PoolOptions o;
+            o.max_size = 2;
+            o.maintenance_interval = 0ms;
+            FakePool pool{f, o};
+            {
+                auto l1 = pool.acquire();
+                auto l2 = pool.acquire();
+                l1.release(); // parked, in this thread's cache
+                l2.release(); // takes the cache; l1's slot moves to the idle queue
+            }
+            std::atomic<int> ready{0};
+            std::atomic<bool> closed{false};
+            std::thread racer([&] {
+                ready.fetch_add(1);
+                while (ready.load() < 2) {
+                }
+                std::optional<connpool::Lease<FakeConnection>> lease;
+                try {
+                    lease = pool.try_acquire();
+                } catch (const connpool::PoolClosed&) {
+                }
+                while (!closed.load()) {
+                }
+                if (lease) {
+                    lease.reset(); // given back after close: must be destroyed
+                    try {
+                        auto again = pool.acquire_for(0ms);
+                        ++acquired_after_close;
+                    } catch (const connpool::Error&) {
+                    }
+                }
+            });
+            ready.fetch_add(1);
+            while (ready.load() < 2) {
+            }
+            pool.close();
+            closed.store(true);
+            racer.join();
+            ASSERT_EQ(pool.stats().open, 0u) << "round " << round;
+        }
+        ASSERT_EQ(f.registry->alive_count(), 0u) << "round " << round;
+    }
+    EXPECT_EQ(acquired_after_close, 0);
+}

@@ -341,3 +341,24 @@ TEST(Pool, AcquireForWithTheLargestTimeoutWaitsInsteadOfOverflowing) {
     held.release();
     waiter.join();
 }
+
+TEST(Pool, WaiterTakesOverWhenAnotherThreadsCreateFails) {
+    // The only slot is being created by another thread (here a maintenance pass) and that
+    // create() fails: the sleeping waiter must be handed the free capacity and retry, not
+    // sleep on until its deadline.
+    FakeFactory f;
+    f.create_delay = 50ms;
+    f.fail_next->store(1);
+    auto o = quiet(1);
+    o.min_idle = 1;
+    FakePool pool{f, o};
+    std::thread maintenance([&] { pool.maintain(); });
+    while (f.registry->create_calls.load() == 0) std::this_thread::sleep_for(1ms);
+    std::thread waiter([&] { EXPECT_EQ(pool.acquire_for(60s)->id(), 1u); });
+    // Liveness, with a margin of minutes: the waiter's own create() call comes long before
+    // its 60 s deadline.
+    for (int i = 0; i < 30'000 && f.registry->create_calls.load() < 2; ++i) std::this_thread::sleep_for(1ms);
+    EXPECT_GE(f.registry->create_calls.load(), 2u);
+    maintenance.join();
+    waiter.join();
+}

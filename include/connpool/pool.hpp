@@ -303,7 +303,7 @@ public:
                         vacate(*s, true); // a ticket to create: try_acquire never creates
                         continue;
                     }
-                    s->state.store(in_use, std::memory_order_relaxed);
+                    own(*s);
                 } else {
                     s = steal_parked(false);
                 }
@@ -379,8 +379,14 @@ public:
                         s.state.compare_exchange_weak(cur, cur | closing, std::memory_order_acq_rel)) {
                         break;
                     }
+                } else if (st == queued) {
+                    // Drained below; flagged in case a popper has it already (see own()).
+                    if ((cur & closing) != 0 ||
+                        s.state.compare_exchange_weak(cur, cur | closing, std::memory_order_acq_rel)) {
+                        break;
+                    }
                 } else {
-                    break; // vacant, or queued (drained below)
+                    break; // vacant
                 }
             }
         }
@@ -574,7 +580,8 @@ private:
         const std::size_t start = thread_cache.rotor++ % n;
         for (std::size_t k = 0; k < n; ++k) {
             Slot& s = slots_[(start + k) % n];
-            std::uint32_t cur = s.state.load(std::memory_order_relaxed);
+            // Before sleeping (mark) the load must not be stale: see the design note.
+            std::uint32_t cur = s.state.load(mark ? std::memory_order_seq_cst : std::memory_order_relaxed);
             for (;;) {
                 if (cur == parked) {
                     if (s.state.compare_exchange_weak(cur, in_use, std::memory_order_acq_rel)) return &s;
@@ -670,22 +677,20 @@ private:
     // queued ones are taken over, tickets to create are created into. False = try again.
     bool own(Slot& s) {
         std::uint32_t cur = s.state.load(std::memory_order_acquire);
-        const std::uint32_t st = cur & state_mask;
-        if (st == queued) {
-            s.state.store(in_use, std::memory_order_relaxed);
-        } else if (st == reserved) {
-            if (!s.conn.has_value()) { // a ticket to create, handed over by the queue
-                creating_.fetch_add(1, std::memory_order_seq_cst);
-                if (!create_into(s)) return false;
+        if ((cur & state_mask) == reserved && !s.conn.has_value()) { // a ticket to create
+            if ((cur & closing) != 0 || closed_.load(std::memory_order_acquire) || backing_off()) {
+                vacate(s, false); // the caller sleeps until the back-off ends, then tries again
+                return false;
             }
+            creating_.fetch_add(1, std::memory_order_seq_cst);
+            if (!create_into(s)) return false;
+            cur = s.state.load(std::memory_order_acquire);
         }
-        // Reserved (created just now) or stolen: keep any flags, become in_use.
-        cur = s.state.load(std::memory_order_acquire);
-        while ((cur & state_mask) != in_use &&
-               !s.state.compare_exchange_weak(cur, (cur & ~state_mask) | in_use,
-                                              std::memory_order_acq_rel)) {
+        // Popped from the queue, created just now, or stolen: become in_use, keeping any flags.
+        // An RMW, not a store: close() may be flagging this very slot at the same moment.
+        while (!s.state.compare_exchange_weak(cur, (cur & ~state_mask) | in_use, std::memory_order_seq_cst)) {
         }
-        if ((cur & closing) != 0 || closed_.load(std::memory_order_acquire)) {
+        if ((cur & closing) != 0 || closed_.load(std::memory_order_seq_cst)) {
             destroy_owned(s, "pool closed");
             throw PoolClosed{};
         }
@@ -785,8 +790,10 @@ private:
     void vacate(Slot& s, bool hand_off) noexcept {
         std::uint32_t cur = s.state.load(std::memory_order_acquire);
         for (;;) {
+            // Handed over even while creation backs off: the waiter then sleeps until the
+            // back-off ends instead of until its deadline (see own()).
             if (hand_off && (cur & closing) == 0 && !closed_.load(std::memory_order_seq_cst) &&
-                waiting_.load(std::memory_order_seq_cst) > 0 && !backing_off()) {
+                waiting_.load(std::memory_order_seq_cst) > 0) {
                 if (s.state.compare_exchange_weak(cur, reserved, std::memory_order_acq_rel)) {
                     if (idle_.push(&s)) return;
                     hand_off = false; // closed meanwhile
@@ -836,29 +843,40 @@ private:
     bool create_into(Slot& s) {
         const auto t0 = steady::now();
         std::string error;
+        // Nothing may escape from here: the slot is reserved and counted in creating_.
+        auto describe = [&error](const char* what) noexcept {
+            try {
+                error = (what != nullptr && *what != '\0') ? what : "create() threw an exception with an empty message";
+            } catch (...) {
+                // Out of memory for the message: the slot and the counts matter more.
+            }
+        };
         try {
             s.conn.emplace(factory_.create());
         } catch (const std::exception& e) {
-            error = e.what();
-            if (error.empty()) error = "create() threw an exception with an empty message";
+            describe(e.what());
         } catch (...) {
-            error = "create() threw a non-standard exception";
+            describe("create() threw a non-standard exception");
         }
         const auto took = steady::now() - t0;
         if (!s.conn.has_value()) {
             create_failures_.fetch_add(1, std::memory_order_relaxed);
             {
                 std::lock_guard lock(error_mutex_);
-                last_create_error_ = error;
                 backoff_ = backoff_.count() == 0
                                ? options_.create_retry_initial
                                : std::min(backoff_ * 2, options_.create_retry_max);
                 backoff_until_.store((steady::now() + backoff_).time_since_epoch().count(),
                                      std::memory_order_release);
+                try {
+                    last_create_error_ = error;
+                } catch (...) {
+                    // Out of memory for the message: the counts and the slot matter more.
+                }
             }
             emit(PoolEventKind::create_failed, &s, std::chrono::nanoseconds{0}, {}, error);
             creating_.fetch_sub(1, std::memory_order_seq_cst);
-            vacate(s, false);
+            vacate(s, true); // a sleeper takes over the retry once the back-off ends
             return false;
         }
         const std::int64_t now = now_ns<Clock>();
