@@ -482,7 +482,7 @@ public:
         while (!closed_.load(std::memory_order_acquire) && idle_count() < options_.min_idle) {
             Slot* r = reserve();
             if (r == nullptr || !create_into(*r)) break;
-            make_idle(*r);
+            to_queue(*r); // no thread's cache knows it: it belongs in the idle queue
         }
         return retired;
     }
