@@ -374,13 +374,9 @@ public:
                         destroy_owned(s, "pool closed");
                         break;
                     }
-                } else if (st == in_use || st == busy || st == reserved) {
-                    if ((cur & closing) != 0 ||
-                        s.state.compare_exchange_weak(cur, cur | closing, std::memory_order_acq_rel)) {
-                        break;
-                    }
-                } else if (st == queued) {
-                    // Drained below; flagged in case a popper has it already (see own()).
+                } else if (st == in_use || st == busy || st == reserved || st == queued) {
+                    // Owned: its owner destroys it. Queued ones are drained below; flagged in
+                    // case a popper has one already (see own()).
                     if ((cur & closing) != 0 ||
                         s.state.compare_exchange_weak(cur, cur | closing, std::memory_order_acq_rel)) {
                         break;
@@ -431,7 +427,8 @@ public:
 
         // Idle connections in the queue (oldest first, so the least recently used go first).
         std::vector<std::pair<Slot*, const char*>> doomed;
-        auto taken = idle_.extract_if([&](Slot* const& s) {
+        // The reasons are collected beside: extract_if's result holds the same slots.
+        (void)idle_.extract_if([&](Slot* const& s) {
             if ((s->state.load(std::memory_order_acquire) & state_mask) != queued) return false;
             if (const char* why = verdict(*s)) {
                 doomed.emplace_back(s, why);
@@ -607,11 +604,8 @@ private:
         // switch: a lock convoy, from which a busy pool never recovers.
         for (int round = 0; round < spin_rounds; ++round) {
             if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
-            Slot* s = grab();
-            if (s != nullptr) {
-                if (!own(*s)) continue;
-                const auto waited = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - start);
-                if (hand_out(*s, loc, waited, true)) return Lease<Conn>(s);
+            if (Slot* s = grab()) {
+                if (claim(*s, start, loc)) return Lease<Conn>(s);
                 continue;
             }
             const auto now = steady::now();
@@ -633,10 +627,15 @@ private:
         for (;;) {
             if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
             Slot* s = next_slot(start, deadline, loc);
-            if (s == nullptr || !own(*s)) continue;
-            const auto waited = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - start);
-            if (hand_out(*s, loc, waited, true)) return Lease<Conn>(s);
+            if (s != nullptr && claim(*s, start, loc)) return Lease<Conn>(s);
         }
+    }
+
+    // Owns and hands out a slot the slow path obtained. False = it was an unusable ticket or
+    // got retired: go round again.
+    bool claim(Slot& s, steady::time_point start, const source_location& loc) {
+        if (!own(s)) return false;
+        return hand_out(s, loc, std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - start), true);
     }
 
     static constexpr int spin_rounds = 64;
@@ -785,8 +784,8 @@ private:
         vacate(s, true);
     }
 
-    // Frees an owned slot that holds no connection. With `hand_off`, a waiting thread gets the
-    // capacity as a ticket to create (unless creation is backing off); else the slot is vacant.
+    // Frees an owned slot that holds no connection. With `hand_off`, the oldest sleeping thread
+    // gets the capacity as a ticket to create; else (or with nobody asleep) the slot is vacant.
     void vacate(Slot& s, bool hand_off) noexcept {
         std::uint32_t cur = s.state.load(std::memory_order_acquire);
         for (;;) {
