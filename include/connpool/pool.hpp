@@ -1042,6 +1042,11 @@ class Pool {
                   "that returns a new Conn (or something convertible to Conn).");
 
 public:
+    /// The type of the connections this pool hands out (what a Lease<Conn> holds).
+    using connection_type = Conn;
+    /// The factory type that creates them.
+    using factory_type = Factory;
+
     /// Creates a pool that makes connections with `factory`. Creates none yet (min_idle ones
     /// come from the maintenance thread). Throws std::invalid_argument for invalid options.
     explicit Pool(Factory factory, PoolOptions options = {})
