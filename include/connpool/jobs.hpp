@@ -72,7 +72,7 @@ struct Progress {
     /// The runner's number for the job, in submission order from 1.
     std::uint64_t id = 0;
     /// The job's name (Job::name).
-    std::string name;
+    std::string name{};
     /// The job's kind (Job::kind).
     JobKind kind = JobKind::backup;
     /// The job's state.
@@ -82,7 +82,7 @@ struct Progress {
     /// Units of work in all; 0 while unknown. A restarted operation adds the work it redoes.
     std::uint64_t total = 0;
     /// What done and total count: "pages", "bytes", "rows"; empty until the operation says.
-    std::string unit;
+    std::string unit{};
     /// Time spent running (holding a lease); zero while queued, fixed once the job ends.
     std::chrono::nanoseconds elapsed{0};
     /// Time spent waiting for a connection, from submission until the job got its lease.
@@ -98,7 +98,7 @@ struct Progress {
     /// How many times the operation retried a step (e.g. the database was busy).
     std::uint64_t retries = 0;
     /// Why the job failed; empty unless state is failed.
-    std::string error;
+    std::string error{};
 
     /// Returns done / total in [0, 1], or nothing while the total is unknown.
     [[nodiscard]] std::optional<double> fraction() const noexcept {
@@ -450,11 +450,11 @@ private:
 template <class Conn>
 struct Job {
     /// Shown in Progress and monitoring (e.g. the database or file name).
-    std::string name;
+    std::string name{};
     /// Backup or restore.
     JobKind kind = JobKind::backup;
     /// The operation itself.
-    std::function<void(Conn&, ProgressReporter&)> run;
+    std::function<void(Conn&, ProgressReporter&)> run{};
 };
 
 /// A copyable reference to a submitted job: watch it, wait for it, cancel it. Stays valid after

@@ -1,5 +1,6 @@
-// Smallest program against connpool::connpool, as a FetchContent user builds it.
+// Smallest program against connpool::connpool and connpool::sqlite, as a FetchContent user builds it.
 #include <connpool.hpp>
+#include <connpool/sqlite.hpp>
 
 struct Conn {
   int id;
@@ -13,5 +14,8 @@ struct Factory {
 int main() {
   connpool::Pool pool{Factory{}, connpool::PoolOptions{.max_size = 2}};
   auto lease = pool.acquire();
-  return lease->id == 1 ? 0 : 1;
+
+  connpool::Pool db{connpool::sqlite::Factory{":memory:"}, connpool::PoolOptions{.max_size = 1}};
+  const bool sqlite_ok = db.acquire()->query_int("SELECT 6 * 7") == 42;
+  return lease->id == 1 && sqlite_ok ? 0 : 1;
 }
