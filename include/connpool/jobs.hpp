@@ -83,6 +83,9 @@ struct Progress {
     std::uint64_t total = 0;
     /// What done and total count: "pages", "bytes", "rows"; empty until the operation says.
     std::string unit{};
+    /// What the operation is doing now, when it says ("copying", "verifying", "syncing"), so a
+    /// job at 100 % that is still checking its result does not look stuck; empty otherwise.
+    std::string phase{};
     /// Time spent running (holding a lease); zero while queued, fixed once the job ends.
     std::chrono::nanoseconds elapsed{0};
     /// Time spent waiting for a connection, from submission until the job got its lease.
@@ -256,6 +259,13 @@ public:
         notify(lock, complete, now);
     }
 
+    void set_phase(std::string_view phase) {
+        std::unique_lock lock(mu_);
+        if (progress_.phase == phase) return;
+        progress_.phase.assign(phase);
+        notify(lock, true);
+    }
+
     void count_restart() {
         std::unique_lock lock(mu_);
         ++progress_.restarts;
@@ -420,6 +430,9 @@ public:
 
     /// Records `units` more units done. Cheap enough to call after every step.
     void advance(std::uint64_t units) { control_.advance(units); }
+
+    /// Says what the operation is doing now ("copying", "verifying"...); delivered at once.
+    void set_phase(std::string_view phase) { control_.set_phase(phase); }
 
     /// Counts one restart: the operation started over (its redone work goes into the total).
     void count_restart() { control_.count_restart(); }

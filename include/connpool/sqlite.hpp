@@ -310,9 +310,10 @@ inline bool copy_pages(sqlite3_backup* backup, sqlite3* db_for_errors, const Ste
                 busy_since = now;
                 busy_pause = std::chrono::milliseconds{1};
             } else if (now - busy_since >= plan.busy_limit) {
-                throw_sqlite(db_for_errors, rc,
-                             what + " gave up: the database stayed busy or locked for " +
-                                 std::to_string(plan.busy_limit.count()) + " ms");
+                // Another connection's lock, not a fault of ours: the connection is kept.
+                throw OperationError(what + " gave up: the database stayed busy or locked for " +
+                                     std::to_string(plan.busy_limit.count()) + " ms (" +
+                                     sqlite3_errstr(rc) + ")");
             }
             reporter.count_retry();
             if (sleep_unless_stopped(reporter, busy_pause)) return false;
@@ -325,9 +326,14 @@ inline bool copy_pages(sqlite3_backup* backup, sqlite3* db_for_errors, const Ste
         const auto page_count = static_cast<std::uint64_t>(sqlite3_backup_pagecount(backup));
         const auto remaining = static_cast<std::uint64_t>(sqlite3_backup_remaining(backup));
         const std::uint64_t now_copied = page_count - std::min(remaining, page_count);
-        // A step that returns OK always copies at least one page, so no progress means the
-        // source changed under us and SQLite started the copy over.
-        if (rc == SQLITE_OK && copied > 0 && now_copied <= copied) {
+        // Without a restart a step copies `step` more pages (or all that remain). When another
+        // connection has written to the source, SQLite starts over from page 1 within the step,
+        // so fewer pages than that count as copied. (A restart inside a step that then copies
+        // everything cannot be told from the page counts, and needs no escalation anyway.)
+        const std::uint64_t expected =
+            step < 0 ? page_count
+                     : std::min<std::uint64_t>(copied + static_cast<std::uint64_t>(step), page_count);
+        if (rc == SQLITE_OK && copied > 0 && now_copied < expected) {
             base += copied;
             ++restarts;
             reporter.count_restart();
@@ -434,6 +440,7 @@ inline void run_backup(Connection& connection, const std::filesystem::path& dest
         if (!backup) throw_sqlite(dest_db.get(), sqlite3_errcode(dest_db.get()), what + " could not start");
         const StepPlan plan{options.pages_per_step, options.pause, options.busy_limit,
                             options.restarts_before_single_step};
+        reporter.set_phase("copying");
         if (!copy_pages(backup.get(), dest_db.get(), plan, reporter, what)) return; // cancelled
         const int rc = sqlite3_backup_finish(backup.release());
         if (rc != SQLITE_OK) throw_sqlite(dest_db.get(), rc, what + " failed");
@@ -441,12 +448,15 @@ inline void run_backup(Connection& connection, const std::filesystem::path& dest
         // would create -wal and -shm files beside it. A backup is a single, portable file.
         exec(dest_db.get(), "PRAGMA journal_mode=DELETE", what + " failed");
 
+        if (options.verify != Check::none) reporter.set_phase("verifying");
+
         if (const auto problems = check_problems(dest_db.get(), options.verify, what + ": verifying the copy failed");
             !problems.empty())
             throw Error(what + ": the copy failed its check:\n" + problems, SQLITE_CORRUPT);
         const int close_rc = sqlite3_close(dest_db.release());
         if (close_rc != SQLITE_OK) throw Error(what + ": closing the copy failed", close_rc);
     }
+    reporter.set_phase("syncing");
     fsync_path(temp.path(), O_RDONLY, "backup file");
 
     if (reporter.stop_requested()) return; // last chance to cancel before the file appears
@@ -527,6 +537,7 @@ inline void run_restore(Connection& connection, const std::filesystem::path& sou
 
     // The source is opened read-only and checked whole before the target is touched.
     DbPtr source_db;
+    if (options.verify_source != Check::none) reporter.set_phase("checking source");
     try {
         source_db = open_db(source, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, "restore source");
         const auto problems = check_problems(source_db.get(), options.verify_source,
@@ -548,14 +559,25 @@ inline void run_restore(Connection& connection, const std::filesystem::path& sou
                              std::to_string(target_page_size) +
                              ") and the target is in WAL mode, whose page size SQLite cannot change");
 
-    // The backup API holds one write transaction on the target from the first step to the last:
-    // readers see the old contents until it commits, and finishing early rolls it all back.
+    // The backup API holds one write transaction on the target from the first step to the last,
+    // so finishing early rolls it all back. (In WAL mode readers keep seeing the old contents
+    // until it commits; in rollback mode the target is locked exclusively from the first step,
+    // so an open reader makes the steps busy.)
     BackupPtr backup(sqlite3_backup_init(connection.handle(), "main", source_db.get(), "main"));
     if (!backup) throw_sqlite(connection.handle(), sqlite3_errcode(connection.handle()), what + " could not start");
     const StepPlan plan{options.pages_per_step, options.pause, options.busy_limit, -1};
+    reporter.set_phase("copying");
     if (!copy_pages(backup.get(), connection.handle(), plan, reporter, what)) return; // cancelled: rolled back
     const int rc = sqlite3_backup_finish(backup.release());
     if (rc != SQLITE_OK) throw_sqlite(connection.handle(), rc, what + " failed");
+
+    // A copy of a WAL database carries WAL in its header, which would switch a rollback-journal
+    // target to WAL (and back the other way): the target keeps the journal mode it had.
+    const std::string old_mode = mode.empty() ? std::string("delete") : mode.front();
+    const auto new_mode = column_texts(connection.handle(), "PRAGMA main.journal_mode", what + " failed");
+    if ((old_mode == "wal") != (!new_mode.empty() && new_mode.front() == "wal") &&
+        std::all_of(old_mode.begin(), old_mode.end(), [](char c) { return c >= 'a' && c <= 'z'; }))
+        exec(connection.handle(), ("PRAGMA main.journal_mode=" + old_mode).c_str(), what + " failed");
 }
 
 } // namespace detail
