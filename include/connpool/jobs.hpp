@@ -216,6 +216,21 @@ public:
     /// delivers the final callback and then wakes the waiters. Does nothing if it had ended.
     void finish(JobState state, std::string error = {}) {
         std::unique_lock lock(mu_);
+        finish_locked(lock, state, std::move(error));
+    }
+
+    /// Cancels the job if it is still queued; returns whether it did. The check and the
+    /// transition happen under one lock, so start() cannot slip in between them.
+    bool cancel_if_queued() {
+        stop_.store(true, std::memory_order_relaxed);
+        std::unique_lock lock(mu_);
+        if (progress_.state != JobState::queued) return false;
+        finish_locked(lock, JobState::cancelled, {});
+        return true;
+    }
+
+private:
+    void finish_locked(std::unique_lock<std::mutex>& lock, JobState state, std::string error) {
         if (is_final(progress_.state)) return;
         const auto now = job_clock::now();
         if (progress_.state == JobState::queued) started_at_ = now; // never ran: waited until now
@@ -227,16 +242,7 @@ public:
         notify(lock, true);
     }
 
-    /// Cancels the job if it is still queued; returns whether it did.
-    bool cancel_if_queued() {
-        stop_.store(true, std::memory_order_relaxed);
-        std::unique_lock lock(mu_);
-        if (progress_.state != JobState::queued) return false;
-        lock.unlock();
-        finish(JobState::cancelled);
-        return true;
-    }
-
+public:
     // ---- reporter side (the thread running the operation) ----
 
     void set_total(std::uint64_t total, std::string_view unit) {
@@ -248,15 +254,17 @@ public:
 
     void advance(std::uint64_t units) {
         std::unique_lock lock(mu_);
+        const std::uint64_t before = progress_.done;
         progress_.done += units;
+        // Reaching 100 % is always delivered (not only at the end), once: not again for every
+        // report past an underestimated total.
+        const bool reached = progress_.total != 0 && before < progress_.total &&
+                             progress_.done >= progress_.total;
         if (progress_.total != 0 && progress_.done > progress_.total)
             progress_.total = progress_.done;
         const auto now = job_clock::now();
         meter_.sample(now, progress_.done);
-        // Reaching 100 % is always delivered, not only at the end.
-        const bool complete = progress_.total != 0 && progress_.done == progress_.total &&
-                              delivered_done_ != progress_.done;
-        notify(lock, complete, now);
+        notify(lock, reached, now);
     }
 
     void set_phase(std::string_view phase) {
@@ -362,7 +370,6 @@ private:
             if (!forced && now - delivered_at_ < throttle_) break;
             Progress p = make_progress(now);
             delivered_at_ = now;
-            delivered_done_ = p.done;
             const bool final = is_final(p.state);
             if (callback_) {
                 lock.unlock();
@@ -405,7 +412,6 @@ private:
     job_clock::time_point ended_at_{};
     RateMeter meter_;
     job_clock::time_point delivered_at_{}; // last callback
-    std::uint64_t delivered_done_ = 0;
     bool delivering_ = false;
     bool pending_ = false;
     bool forced_ = false;
@@ -500,12 +506,15 @@ public:
     /// Like wait(), for at most `timeout`; returns whether the job has ended.
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-        const auto now = detail::job_clock::now();
-        const auto limit = detail::job_clock::time_point::max() - now;
-        const auto step = timeout <= timeout.zero() ? detail::job_clock::duration::zero()
-                          : timeout >= limit        ? limit
-                                                    : std::chrono::ceil<detail::job_clock::duration>(timeout);
-        return control().wait_until(now + step);
+        using clock = detail::job_clock;
+        const auto now = clock::now();
+        if (timeout <= timeout.zero()) return control().wait_until(now);
+        // Compared in floating point: converting a huge timeout (milliseconds::max()) to clock
+        // ticks would overflow into a deadline in the past.
+        using fticks = std::chrono::duration<double, clock::period>;
+        const bool forever = fticks(timeout) >= fticks(clock::time_point::max() - now);
+        return control().wait_until(forever ? clock::time_point::max()
+                                            : now + std::chrono::ceil<clock::duration>(timeout));
     }
 
     /// Asks the job to stop: a queued job is cancelled at once and never takes a lease; a
@@ -601,10 +610,24 @@ public:
             if (stopping_) throw std::logic_error("connpool::JobRunner::submit: the runner is being destroyed");
             control = std::make_shared<detail::JobControl>(++last_id_, job.name, job.kind,
                                                            std::move(on_progress), sink_, throttle_);
-            forget_ended_jobs();
-            jobs_.push_back(control);
         }
+        // Before any other thread can reach the job (cancel_all(), snapshot()): "queued" is
+        // always its first callback.
         control->announce();
+        bool cancelled = false;
+        {
+            std::lock_guard lock(mu_);
+            forget_ended_jobs();
+            // Concurrent submits may get here out of id order; jobs_ stays in submission order.
+            const auto at = std::upper_bound(jobs_.begin(), jobs_.end(), control->id(),
+                                             [](std::uint64_t id, const auto& j) { return id < j->id(); });
+            jobs_.insert(at, control);
+            cancelled = stopping_; // submitted by a running job while the runner is destroyed
+        }
+        if (cancelled) {
+            control->finish(JobState::cancelled);
+            return JobHandle{std::move(control)};
+        }
         {
             std::lock_guard lock(mu_);
             queue_.push_back(Entry{control, std::move(job.run)});
@@ -636,6 +659,18 @@ public:
         std::vector<Progress> out;
         out.reserve(jobs.size());
         for (const auto& job : jobs) out.push_back(job->progress());
+        // Jobs may have ended since the last submit() trimmed the list: keep only the newest
+        // keep_ended_ ended ones here too.
+        std::size_t ended = 0;
+        for (const auto& p : out) ended += is_final(p.state) ? 1 : 0;
+        if (ended > keep_ended_) {
+            std::size_t excess = ended - keep_ended_;
+            std::erase_if(out, [&](const Progress& p) {
+                if (excess == 0 || !is_final(p.state)) return false;
+                --excess;
+                return true;
+            });
+        }
         return out;
     }
 
@@ -704,22 +739,26 @@ private:
         std::unique_lock lock(mu_);
         for (;;) {
             drop_ended_head();
-            if (queue_.empty()) {
+            if (queue_.size() <= acquiring_) { // every queued job has a worker getting its lease
                 if (stopping_) return;
                 ++idle_;
                 work_cv_.wait(lock);
                 --idle_;
                 continue;
             }
+            ++acquiring_;
             lock.unlock();
             Lease<connection_type> lease;
             std::exception_ptr acquire_error;
             try {
+                // Blocks up to the pool's acquire_timeout even if the job is cancelled meanwhile:
+                // the pool has no way to call off a waiting acquire (yet).
                 lease = pool_.acquire();
             } catch (...) {
                 acquire_error = std::current_exception();
             }
             lock.lock();
+            --acquiring_;
             drop_ended_head();
             if (queue_.empty()) { // cancelled while we acquired: nothing to run
                 lock.unlock();
@@ -782,6 +821,7 @@ private:
     std::vector<std::shared_ptr<detail::JobControl>> jobs_;
     std::vector<std::thread> workers_;
     std::size_t idle_ = 0;
+    std::size_t acquiring_ = 0; // workers inside pool_.acquire() for a queued job
     std::uint64_t last_id_ = 0;
     bool stopping_ = false;
 };
