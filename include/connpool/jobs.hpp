@@ -247,8 +247,11 @@ public:
 
     void set_total(std::uint64_t total, std::string_view unit) {
         std::unique_lock lock(mu_);
-        progress_.total = std::max(total, progress_.done);
-        if (!unit.empty()) progress_.unit.assign(unit);
+        total = std::max(total, progress_.done);
+        const bool unit_changed = !unit.empty() && unit != progress_.unit;
+        if (total == progress_.total && !unit_changed) return; // nothing new to report
+        progress_.total = total;
+        if (unit_changed) progress_.unit.assign(unit);
         notify(lock, false);
     }
 
