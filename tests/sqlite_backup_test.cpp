@@ -55,7 +55,7 @@ using connpool::testing::wait_job;
 namespace {
 
 /// About 200 pages of 4 KiB: enough steps at pages_per_step = 8, small enough to stay fast.
-constexpr DemoSpec medium{.customers = 200, .orders = 2500, .payload_bytes = 200};
+const DemoSpec medium{.customers = 200, .orders = 2500, .payload_bytes = 200};
 
 /// Expects a failed job whose error names `path`, with the connection given back to the pool.
 void expect_failed_naming(const connpool::JobHandle& h, const fs::path& path, const SqlitePool& pool) {

@@ -49,8 +49,8 @@ using connpool::testing::write_file;
 
 namespace {
 
-constexpr DemoSpec target_spec{.customers = 100, .orders = 1200, .payload_bytes = 150, .tag = "target"};
-constexpr DemoSpec source_spec{.customers = 250, .orders = 4000, .payload_bytes = 300, .tag = "source"};
+const DemoSpec target_spec{.customers = 100, .orders = 1200, .payload_bytes = 150, .tag = "target"};
+const DemoSpec source_spec{.customers = 250, .orders = 4000, .payload_bytes = 300, .tag = "source"};
 
 /// Runs `job` on a pool of its own for `db` and returns its final state (error in `*error`).
 JobState run_on(const fs::path& db, connpool::Job<sqlite::Connection> job, std::string* error = nullptr,
