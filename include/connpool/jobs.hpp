@@ -131,6 +131,21 @@ inline std::string describe(const std::exception_ptr& error) {
     }
 }
 
+/// Erases the oldest elements of `items` for which `ended` is true until at most `keep` such
+/// elements remain; the others keep their order.
+template <class T, class Ended>
+void drop_oldest_ended(std::vector<T>& items, std::size_t keep, Ended ended) {
+    std::size_t count = 0;
+    for (const auto& item : items) count += ended(item) ? 1 : 0;
+    if (count <= keep) return;
+    std::size_t excess = count - keep;
+    std::erase_if(items, [&](const T& item) {
+        if (excess == 0 || !ended(item)) return false;
+        --excess;
+        return true;
+    });
+}
+
 /// Exponentially smoothed units per second. Not thread-safe: JobControl's mutex guards it.
 class RateMeter {
 public:
@@ -662,18 +677,8 @@ public:
         std::vector<Progress> out;
         out.reserve(jobs.size());
         for (const auto& job : jobs) out.push_back(job->progress());
-        // Jobs may have ended since the last submit() trimmed the list: keep only the newest
-        // keep_ended_ ended ones here too.
-        std::size_t ended = 0;
-        for (const auto& p : out) ended += is_final(p.state) ? 1 : 0;
-        if (ended > keep_ended_) {
-            std::size_t excess = ended - keep_ended_;
-            std::erase_if(out, [&](const Progress& p) {
-                if (excess == 0 || !is_final(p.state)) return false;
-                --excess;
-                return true;
-            });
-        }
+        // Jobs may have ended since the last submit() trimmed the list: trim the copy too.
+        detail::drop_oldest_ended(out, keep_ended_, [](const Progress& p) { return is_final(p.state); });
         return out;
     }
 
@@ -727,15 +732,7 @@ private:
 
     // Requires mu_. Keeps at most keep_ended_ ended jobs in jobs_, dropping the oldest.
     void forget_ended_jobs() {
-        std::size_t ended = 0;
-        for (const auto& job : jobs_) ended += job->ended() ? 1 : 0;
-        if (ended <= keep_ended_) return;
-        std::size_t excess = ended - keep_ended_;
-        std::erase_if(jobs_, [&](const auto& job) {
-            if (excess == 0 || !job->ended()) return false;
-            --excess;
-            return true;
-        });
+        detail::drop_oldest_ended(jobs_, keep_ended_, [](const auto& job) { return job->ended(); });
     }
 
     void work() {

@@ -82,12 +82,25 @@ inline void exec(sqlite3* db, const char* sql, std::string_view context) {
     }
 }
 
+/// Finalizes a prepared statement when it goes out of scope.
+struct FinalizeStmt {
+    void operator()(sqlite3_stmt* stmt) const noexcept { sqlite3_finalize(stmt); }
+};
+using StmtPtr = std::unique_ptr<sqlite3_stmt, FinalizeStmt>;
+
+/// Prepares `sql` on `db`, or throws an Error starting with `context`.
+inline StmtPtr prepare(sqlite3* db, const char* sql, std::string_view context) {
+    sqlite3_stmt* raw = nullptr;
+    const int rc = sqlite3_prepare_v2(db, sql, -1, &raw, nullptr);
+    StmtPtr stmt(raw);
+    if (rc != SQLITE_OK) throw_sqlite(db, rc, std::string(context));
+    return stmt;
+}
+
 /// Returns the rows of a one-column query as text.
 inline std::vector<std::string> column_texts(sqlite3* db, const char* sql, std::string_view context) {
-    sqlite3_stmt* raw = nullptr;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &raw, nullptr);
-    std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> stmt(raw, sqlite3_finalize);
-    if (rc != SQLITE_OK) throw_sqlite(db, rc, std::string(context));
+    const StmtPtr stmt = prepare(db, sql, context);
+    int rc = SQLITE_OK;
     std::vector<std::string> rows;
     while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
         const auto* text = sqlite3_column_text(stmt.get(), 0);
@@ -141,12 +154,9 @@ public:
 
     /// Returns the first column of the first row of `sql` as an integer (0 when there is no row).
     [[nodiscard]] std::int64_t query_int(const std::string& sql) {
-        sqlite3_stmt* raw = nullptr;
         const std::string context = "query on " + detail::quoted(path_) + " failed";
-        int rc = sqlite3_prepare_v2(handle(), sql.c_str(), -1, &raw, nullptr);
-        std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> stmt(raw, sqlite3_finalize);
-        if (rc != SQLITE_OK) detail::throw_sqlite(handle(), rc, context);
-        rc = sqlite3_step(stmt.get());
+        const detail::StmtPtr stmt = detail::prepare(handle(), sql.c_str(), context);
+        const int rc = sqlite3_step(stmt.get());
         if (rc == SQLITE_ROW) return sqlite3_column_int64(stmt.get(), 0);
         if (rc != SQLITE_DONE) detail::throw_sqlite(handle(), rc, context);
         return 0;
