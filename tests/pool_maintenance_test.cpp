@@ -240,6 +240,9 @@ TEST(PoolMaintenance, ThreadExistsOnlyWhenAnOptionNeedsItAndStopsOnClose) {
         connpool::Pool<FakeConnection, FakeFactory> watched{f, o};
         EXPECT_EQ(thread_count(), before + 1);
         watched.close();
+        // pthread_join returns once the kernel clears the thread's tid, a moment before the
+        // task leaves /proc/self/task: allow that moment.
+        for (int i = 0; i < 1000 && thread_count() != before; ++i) std::this_thread::sleep_for(1ms);
         EXPECT_EQ(thread_count(), before);
     }
 }

@@ -26,6 +26,14 @@ private:
     std::chrono::milliseconds waited_;
 };
 
+/// Thrown by acquire(std::stop_token) and acquire_for(timeout, std::stop_token) when a stop is
+/// requested on the token before a connection was handed out; the waiter leaves no trace.
+class AcquireCancelled : public Error {
+public:
+    /// Builds the error with the standard message.
+    AcquireCancelled() : Error("connpool: acquire cancelled by a stop request") {}
+};
+
 /// Thrown by acquire() once the pool is closed, including to callers that were already waiting.
 class PoolClosed : public Error {
 public:

@@ -1,0 +1,1116 @@
+#pragma once
+
+// Design
+// ------
+// Connections live in slots (detail/slot.hpp) of a table that grows in place and never moves
+// (detail/slot_table.hpp). A slot's `state` word says who owns it: nobody (vacant), a creator
+// (reserved), a lease (in_use), the pool itself (busy), the idle queue (queued), or nobody in
+// particular while idle (parked). Whoever owns the state owns the connection, so no lock guards
+// connections, and creation, validation, reset and destruction all run outside any lock.
+//
+// Fast path (the one HikariCP made famous): a thread that gives back a connection parks it and
+// remembers its slot in its thread-local cache (detail/thread_cache.hpp); its next acquire takes
+// the same slot back with one CAS (parked -> in_use), and the release is one more CAS
+// (in_use -> parked). No lock, no shared counter written, one read of a coarse clock
+// (detail/clock.hpp) on acquire and none on release. Without a clock read at release, idle time
+// is measured from the last hand-out (or the last maintenance pass that saw that lease running),
+// which errs towards validating and retiring early; a lease that outlives max_lifetime is flagged
+// `expired` by maintenance, so its release takes the slow path and retires it.
+//
+// `attention_` counts the reasons releases must not park: threads asleep waiting, a pause, a
+// shrink or retire_all in progress. A release reads it (seq_cst) before its park CAS. Whoever
+// raises it then sweeps every slot (seq_cst): a parked one is taken, an owned one is flagged
+// (`wanted` or a stronger flag), so the owner's park CAS, which expects the bare state, fails.
+// Either the release read the raised count (and queues instead of parking), or its CAS came
+// first (and the sweep finds the slot parked), or the flag came first (and the CAS fails): no
+// connection stays parked unseen. make_idle() clears a stale `wanted` before it re-reads the
+// count, so a flag left by an earlier sweep cannot hide a later one.
+//
+// Slow path: a thread whose cached slot is gone takes the newest idle connection from the idle
+// queue (a BoundedBlockingQueue in LIFO order, so the least recently used ones age out), then
+// steals any parked slot. Failing that, when the pool is at capacity, it spins briefly (a few
+// pauses, then yields, at most ~200 us): when threads outnumber cores, a thread that lost a race
+// nearly always finds a parked connection within a few yields, and sleeping instead would turn
+// every release into a wake-up and a context switch (a lock convoy that a busy pool never
+// leaves). Then it registers as a waiter (attention_ and, under `control_`, waiters_) and sleeps
+// in the queue, which hands each connection pushed to it to the oldest sleeper (FIFO). So a
+// waiter is served at most ~200 us of spinning plus as many hand-offs as there are sleepers
+// ahead of it. A stop request wakes it through the queue's stop_callback; it then unregisters
+// and leaves nothing behind: capacity is never handed to a particular waiter, only connections.
+//
+// Creation (the reason no acquire can outlive its deadline): acquirers never call create().
+// Creator threads (at most max_concurrent_creates, started when first needed) create while
+// there are more waiters than creations in flight and room under max_size, and push each new
+// connection into the idle queue, so it goes to the oldest waiter, or stays idle if that waiter
+// gave up meanwhile (as HikariCP's connection adder does). Capacity, demand and back-off are
+// counted under `control_`, the one mutex of the slow path: a slot freed while a waiter prepares
+// to sleep is seen by one of them, because both take control_. A failing create() backs off
+// exponentially; the creators sleep until it ends. min_idle top-ups are created by maintenance
+// within the same limits.
+//
+// Lifetime: the pool object owns a reference to the core; so does every non-vacant slot.
+// Closing destroys idle connections at once and flags owned slots `closing`, so outstanding
+// leases destroy theirs when they come back; the last one out deletes the core. A release never
+// touches the core after the CAS that publishes its slot, unless it holds a reference of its own
+// (taken only when an event hook must hear "released" after the connection is back).
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "../bounded_queue.hpp"
+#include "../errors.hpp"
+#include "../factory.hpp"
+#include "../lease.hpp"
+#include "../pool_options.hpp"
+#include "clock.hpp"
+#include "diagnostics.hpp"
+#include "durations.hpp"
+#include "pool_params.hpp"
+#include "slot.hpp"
+#include "slot_table.hpp"
+#include "source_location.hpp"
+#include "thread_cache.hpp"
+#include "wait_histogram.hpp"
+
+namespace connpool::detail {
+
+/// The shared state behind a Pool; outlives the Pool while leases are out. Not for users.
+template <class Conn, class Factory, class Clock>
+class PoolCore final : public LeaseOwner<Conn> {
+    using Slot = detail::Slot<Conn>;
+    using steady = std::chrono::steady_clock;
+
+public:
+    PoolCore(Factory factory, PoolOptions options)
+        : options_(std::move(options)),
+          params_(make_params(options_)),
+          factory_(std::move(factory)),
+          idle_(params_.max_size),
+          max_size_(params_.max_size) {
+        creators_.reserve(params_.max_concurrent_creates); // never reallocated while joined
+        if (params_.needs_maintenance && params_.maintenance_interval > 0) {
+            maintenance_ = std::thread([this] { maintenance_loop(); });
+        }
+    }
+
+    PoolCore(const PoolCore&) = delete;
+    PoolCore& operator=(const PoolCore&) = delete;
+
+    // ---- acquire -------------------------------------------------------------------------
+
+    Lease<Conn> acquire(std::chrono::milliseconds timeout, const std::stop_token* stop,
+                        const source_location& loc) {
+        // No closed_ check here: close() destroys every parked connection, so after it the
+        // cached slot cannot be taken and the slow path throws PoolClosed.
+        if (Slot* s = take_cached()) {
+            if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::cache)) return Lease<Conn>(s);
+        }
+        return acquire_slow(timeout, stop, loc);
+    }
+
+    std::optional<Lease<Conn>> try_acquire(const source_location& loc) {
+        if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
+        if (paused_.load(std::memory_order_acquire)) return std::nullopt;
+        if (Slot* s = take_cached()) {
+            if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::cache)) return Lease<Conn>(s);
+        }
+        // Each round takes one idle connection (handed out or, if retired, destroyed), so this
+        // ends: it never waits for, or spins on, another thread's progress.
+        for (;;) {
+            Slot* s = nullptr;
+            if (auto popped = idle_.try_pop()) {
+                s = *popped;
+                own(*s);
+            } else {
+                s = steal_parked(false);
+            }
+            if (s == nullptr) return std::nullopt;
+            if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::untimed)) return Lease<Conn>(s);
+        }
+    }
+
+    // ---- release (LeaseOwner) ------------------------------------------------------------
+
+    void give_back(Slot& s, bool discard) noexcept override {
+        if (discard) {
+            discarded_.fetch_add(1, std::memory_order_relaxed);
+            destroy_owned(s, "discarded by its lease");
+            return;
+        }
+        if constexpr (has_reset<Factory, Conn>) {
+            bool ok = false;
+            try {
+                ok = factory_.reset(*s.conn);
+            } catch (...) {
+            }
+            if (!ok) {
+                destroy_owned(s, "reset() rejected it");
+                return;
+            }
+        }
+        // "released" is reported once the connection is back, which needs the core alive after
+        // the publishing CAS: hold a reference for it (only when someone listens).
+        const bool report = static_cast<bool>(options_.on_event);
+        std::chrono::nanoseconds held{0};
+        CallSite site{};
+        std::uint32_t index = s.index;
+        if (report) {
+            held = std::chrono::nanoseconds{now_ns<Clock>() - s.acquired_at.load(std::memory_order_relaxed)};
+            site = site_of(s);
+            refs_.fetch_add(1, std::memory_order_relaxed);
+        }
+        remember(s);
+        // No clock read here: it would cost a third of the whole cycle (see the design note).
+        // After a successful park the slot may be taken, closed and the core deleted by others:
+        // touch nothing of ours after it (but for the reference taken above).
+        if (attention_.load(std::memory_order_seq_cst) != 0 || !s.park()) make_idle(s);
+        if (report) {
+            emit(PoolEventKind::released, index, held, site);
+            drop_ref();
+        }
+    }
+
+    [[nodiscard]] std::int64_t clock_now_ns() const noexcept override { return now_ns<Clock>(); }
+
+    // ---- run-time control ----------------------------------------------------------------
+
+    void resize(std::size_t n) {
+        check_max_size(n, params_.min_idle);
+        std::size_t old = 0;
+        {
+            std::lock_guard lock(control_);
+            old = max_size_.load(std::memory_order_relaxed);
+            if (n > idle_.capacity()) idle_.set_capacity(n); // it must hold every connection
+            max_size_.store(n, std::memory_order_seq_cst);
+            want_creation_locked();
+        }
+        if (n < old) shed_surplus();
+        if (options_.on_event && n != old) {
+            const std::string what = "from " + std::to_string(old) + " to " + std::to_string(n);
+            emit(PoolEventKind::resized, 0, std::chrono::nanoseconds{0}, {}, what);
+        }
+    }
+
+    void pause() {
+        {
+            std::lock_guard lock(control_);
+            if (paused_.load(std::memory_order_relaxed)) return;
+            paused_.store(true, std::memory_order_seq_cst);
+            attention_.fetch_add(1, std::memory_order_seq_cst);
+        }
+        sweep(wanted, [this](Slot& s) { to_queue(s); });
+        emit(PoolEventKind::paused, 0, std::chrono::nanoseconds{0});
+    }
+
+    void resume() {
+        {
+            std::lock_guard lock(control_);
+            if (!paused_.load(std::memory_order_relaxed)) return;
+            paused_.store(false, std::memory_order_seq_cst);
+            attention_.fetch_sub(1, std::memory_order_seq_cst);
+            resume_cv_.notify_all();
+            want_creation_locked();
+        }
+        emit(PoolEventKind::resumed, 0, std::chrono::nanoseconds{0});
+    }
+
+    [[nodiscard]] bool paused() const noexcept { return paused_.load(std::memory_order_acquire); }
+
+    void retire_all() {
+        retirements_.fetch_add(1, std::memory_order_relaxed);
+        attention_.fetch_add(1, std::memory_order_seq_cst);
+        // Owned and queued slots are flagged: their next hand-out, release or publication
+        // destroys them. Parked ones, and whatever the queue holds now, go at once.
+        sweep(replaced, [this](Slot& s) { destroy_owned(s, retired_why); });
+        for (Slot* s : idle_.extract_if([](Slot* const&) { return true; })) {
+            s->become(busy);
+            destroy_owned(*s, retired_why);
+        }
+        attention_.fetch_sub(1, std::memory_order_seq_cst);
+        emit(PoolEventKind::retired_all, 0, std::chrono::nanoseconds{0});
+    }
+
+    // ---- close and lifetime --------------------------------------------------------------
+
+    void close() {
+        if (!closed_.exchange(true, std::memory_order_seq_cst)) {
+            {
+                std::lock_guard lock(control_);
+                stopping_ = true;
+                creator_cv_.notify_all();
+                resume_cv_.notify_all();
+            }
+            {
+                std::lock_guard lock(maintenance_mutex_);
+                stop_maintenance_ = true;
+            }
+            maintenance_cv_.notify_all();
+            idle_.close();
+            sweep(closing, [this](Slot& s) { destroy_owned(s, "pool closed"); });
+            while (auto popped = idle_.try_pop()) {
+                Slot& s = **popped;
+                s.become(busy);
+                destroy_owned(s, "pool closed");
+            }
+        }
+        join_threads();
+    }
+
+    [[nodiscard]] bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+    // Called by ~Pool after close(): the pool's own reference.
+    void release_pool_reference() noexcept {
+        join_threads(); // joins too if close() ran on one of the pool's own threads
+        drop_ref();
+    }
+
+    // ---- maintenance ---------------------------------------------------------------------
+
+    std::size_t maintain() {
+        if (closed_.load(std::memory_order_acquire)) return 0;
+        const std::int64_t now = now_ns<Clock>();
+        std::size_t retired = 0;
+        const std::int64_t idle_limit = params_.idle_timeout;
+        // Idle ones beyond min_idle may time out; leased ones never count towards min_idle.
+        std::int64_t may_retire_idle =
+            static_cast<std::int64_t>(idle_count()) - static_cast<std::int64_t>(params_.min_idle);
+
+        auto verdict = [&](const Slot& s, std::uint32_t word) -> const char* {
+            if (const char* why = refusal(word)) return why;
+            const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
+            if (expires != 0 && now >= expires) return "max_lifetime reached";
+            if (idle_limit > 0 && may_retire_idle > 0 && now - idle_since(s) >= idle_limit) {
+                --may_retire_idle;
+                return "idle_timeout reached";
+            }
+            return nullptr;
+        };
+
+        // Idle connections in the queue (oldest first, so the least recently used go first).
+        std::vector<std::pair<Slot*, const char*>> doomed;
+        // The reasons are collected beside: extract_if's result holds the same slots.
+        (void)idle_.extract_if([&](Slot* const& s) {
+            const std::uint32_t word = s->state.load(std::memory_order_acquire);
+            if ((word & state_mask) != queued) return false;
+            if (const char* why = verdict(*s, word)) {
+                doomed.emplace_back(s, why);
+                return true;
+            }
+            return false;
+        });
+        for (auto& [s, why] : doomed) {
+            s->become(busy);
+            destroy_owned(*s, why);
+            ++retired;
+        }
+        // Idle connections parked in some thread's cache.
+        const std::size_t n = slots_.size();
+        for (std::size_t i = 0; i < n; ++i) {
+            Slot& s = slots_[i];
+            if (!s.take_parked_for_pool()) continue;
+            if (const char* why = verdict(s, 0)) {
+                destroy_owned(s, why);
+                ++retired;
+            } else {
+                make_idle(s);
+            }
+        }
+        // Leases: note that they are still running (for idle_since()), flag the ones past
+        // max_lifetime so their release retires them, report the ones held too long. Slots
+        // being validated are busy, not in_use: their previous lease is over and the next one
+        // has not started, so they are neither leaks nor holders.
+        for (std::size_t i = 0; i < n; ++i) {
+            Slot& s = slots_[i];
+            if (s.bare() != in_use) continue;
+            s.seen_in_use_version.store(s.acquires.load(std::memory_order_relaxed), std::memory_order_relaxed);
+            s.seen_in_use_at.store(now, std::memory_order_relaxed);
+            const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
+            if (expires != 0 && now >= expires) s.flag_if(expired, states({in_use}));
+            const std::int64_t held = now - s.acquired_at.load(std::memory_order_relaxed);
+            const std::uint64_t lease = s.acquires.load(std::memory_order_relaxed);
+            if (params_.leak_threshold > 0 && held >= params_.leak_threshold &&
+                s.leak_reported.exchange(lease, std::memory_order_relaxed) != lease) {
+                leaks_.fetch_add(1, std::memory_order_relaxed);
+                emit(PoolEventKind::leak, s.index, std::chrono::nanoseconds{held}, site_of(s));
+            }
+        }
+        top_up();
+        return retired;
+    }
+
+    // ---- stats ---------------------------------------------------------------------------
+
+    PoolStats stats() const {
+        PoolStats st;
+        st.max_size = max_size_.load(std::memory_order_acquire);
+        std::uint64_t acquired = 0;
+        const std::size_t n = slots_.size();
+        for (std::size_t i = 0; i < n; ++i) {
+            const Slot& s = slots_[i];
+            const std::uint32_t state = s.bare();
+            if (state == parked || state == queued) ++st.idle;
+            if (state == in_use) ++st.in_use;
+            acquired += s.acquires.load(std::memory_order_relaxed);
+        }
+        st.open = open_.load(std::memory_order_acquire);
+        st.waiting = waiting_gauge_.load(std::memory_order_acquire);
+        st.paused = paused_.load(std::memory_order_acquire);
+        st.created = created_.load(std::memory_order_relaxed);
+        st.destroyed = destroyed_.load(std::memory_order_relaxed);
+        st.acquired = acquired;
+        st.timeouts = timeouts_.load(std::memory_order_relaxed);
+        st.cancelled = cancelled_.load(std::memory_order_relaxed);
+        st.create_failures = create_failures_.load(std::memory_order_relaxed);
+        st.validation_failures = validation_failures_.load(std::memory_order_relaxed);
+        st.discarded = discarded_.load(std::memory_order_relaxed);
+        st.leaks = leaks_.load(std::memory_order_relaxed);
+        st.retirements = retirements_.load(std::memory_order_relaxed);
+        const std::uint64_t slow = waits_.count();
+        const std::uint64_t zeros = acquired > slow ? acquired - slow : 0;
+        st.acquire_wait_p50 = std::chrono::nanoseconds(waits_.percentile(0.50, zeros));
+        st.acquire_wait_p99 = std::chrono::nanoseconds(waits_.percentile(0.99, zeros));
+        st.acquire_wait_max = std::chrono::nanoseconds(waits_.max());
+        return st;
+    }
+
+    const PoolOptions& options() const noexcept { return options_; }
+
+private:
+    // How a hand-out got its slot: from this thread's cache (no flags possible at the CAS), or
+    // from the queue or another thread's cache (flags possible), timed as a wait or not.
+    enum class Via { cache, untimed, timed };
+
+    static constexpr const char* retired_why = "replaced by retire_all()";
+    static constexpr const char* shrunk_why = "pool shrunk by resize()";
+    // A connection created this recently and never handed out needs no validation.
+    static constexpr std::int64_t alive_bypass_ns = 500'000'000;
+    static constexpr int spin_rounds = 64;
+    static constexpr auto spin_limit = std::chrono::microseconds(200);
+    static constexpr std::uint32_t owned_or_queued = states({reserved, queued, in_use, busy});
+
+    ~PoolCore() = default; // only drop_ref() deletes
+
+    void drop_ref() noexcept {
+        if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    }
+
+    static CallSite site_of(const Slot& s) noexcept {
+        return CallSite{s.site.file(), s.site.function(), s.site.line()};
+    }
+
+    static CallSite site_of(const source_location& loc) noexcept {
+        return CallSite{loc.file_name(), loc.function_name(), loc.line()};
+    }
+
+    void emit(PoolEventKind kind, std::uint32_t slot, std::chrono::nanoseconds d, CallSite site = {},
+              std::string_view detail = {}) const noexcept {
+        if (!options_.on_event) return;
+        try {
+            options_.on_event(PoolEvent{kind, slot, d, site, detail});
+        } catch (...) {
+            // A monitoring hook must not break the pool.
+        }
+    }
+
+    // Why a slot whose state word is `word` must not be handed out or kept idle, or nullptr.
+    const char* refusal(std::uint32_t word) const noexcept {
+        if ((word & closing) != 0 || closed_.load(std::memory_order_seq_cst)) return "pool closed";
+        if ((word & replaced) != 0) return retired_why;
+        if ((word & expired) != 0) return "max_lifetime reached";
+        return nullptr;
+    }
+
+    // ---- the thread cache ----------------------------------------------------------------
+
+    // The slot this thread gave back last, if it is still parked: ours now.
+    Slot* take_cached() noexcept {
+        const CacheEntry& e = seat_.entry();
+        if (e.pool != seat_.id()) return nullptr;
+        Slot* s = static_cast<Slot*>(e.slot);
+        return s->take_parked() ? s : nullptr;
+    }
+
+    // Makes `s` this thread's cached slot. A different slot still parked under the old entry
+    // goes to the queue, so every idle connection is in the queue or in exactly one cache.
+    void remember(Slot& s) noexcept {
+        CacheEntry& e = seat_.entry();
+        if (e.pool == seat_.id() && e.slot != &s) {
+            Slot& old = *static_cast<Slot*>(e.slot);
+            if (old.take_parked_for_pool()) to_queue(old);
+        }
+        e.pool = seat_.id();
+        e.slot = &s;
+    }
+
+    // ---- the slow path -------------------------------------------------------------------
+
+    // Counts a thread as waiting for as long as it lives (see the design note).
+    struct Waiting {
+        PoolCore& core;
+        explicit Waiting(PoolCore& c) : core(c) {
+            std::lock_guard lock(core.control_);
+            core.attention_.fetch_add(1, std::memory_order_seq_cst);
+            ++core.waiters_;
+            core.waiting_gauge_.store(core.waiters_, std::memory_order_relaxed);
+            // One creation requested per waiter that none in flight or pending will serve.
+            if (core.waiters_ > core.pending_ + core.creating_) ++core.pending_;
+            core.want_creation_locked();
+        }
+        Waiting(const Waiting&) = delete;
+        Waiting& operator=(const Waiting&) = delete;
+        ~Waiting() {
+            std::lock_guard lock(core.control_);
+            --core.waiters_;
+            core.waiting_gauge_.store(core.waiters_, std::memory_order_relaxed);
+            // A request nobody waits for any more is dropped (one in flight completes and its
+            // connection goes idle).
+            if (core.pending_ > 0 && core.pending_ + core.creating_ > core.waiters_) --core.pending_;
+            core.attention_.fetch_sub(1, std::memory_order_seq_cst);
+        }
+    };
+
+    Lease<Conn> acquire_slow(std::chrono::milliseconds timeout, const std::stop_token* stop,
+                             const source_location& loc) {
+        const auto start = steady::now();
+        const auto deadline = deadline_after(start, timeout);
+        const auto check = [&] {
+            if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
+            if (stop != nullptr && stop->stop_requested()) throw_cancelled(loc, steady::now() - start);
+        };
+        check();
+        // Spin first, when only a release can help. A thread that merely lost a race (the usual
+        // case when threads outnumber cores) finds a parked connection within a few yields.
+        // Putting it to sleep instead would make every later release a hand-off to a sleeping
+        // thread plus a context switch: a lock convoy, from which a busy pool never recovers.
+        if (!paused_.load(std::memory_order_acquire)) {
+            for (int round = 0; round < spin_rounds; ++round) {
+                if (Slot* s = grab()) {
+                    if (claim(*s, start, loc)) return Lease<Conn>(s);
+                    continue;
+                }
+                if (occupied_.load(std::memory_order_relaxed) < max_size_.load(std::memory_order_relaxed)) {
+                    break; // room: a creation is the way, so register as a waiter at once
+                }
+                const auto now = steady::now();
+                if (now >= deadline || now - start >= spin_limit) break;
+                if (round < 4) {
+                    cpu_relax();
+                } else {
+                    std::this_thread::yield();
+                }
+                check();
+            }
+        }
+
+        // Then sleep in the idle queue, served in arrival order.
+        Waiting waiting(*this);
+        for (;;) {
+            check();
+            const auto now = steady::now();
+            if (now >= deadline) throw_timeout(loc, now - start);
+            if (paused_.load(std::memory_order_seq_cst)) {
+                wait_for_resume(deadline, stop);
+                continue;
+            }
+            Slot* s = nullptr;
+            if (auto popped = idle_.try_pop()) {
+                s = *popped;
+            } else if ((s = steal_parked(true)) == nullptr) {
+                auto got = stop != nullptr ? idle_.pop_until(deadline, *stop) : idle_.pop_until(deadline);
+                if (!got) continue; // closed, stopped or timed out: check() and the deadline say which
+                s = *got;
+            }
+            if (paused_.load(std::memory_order_seq_cst) && s->bare() == queued) {
+                // Paused after this thread looked: the connection waits in the queue, and this
+                // thread at the gate. Each push-back moves one sleeper to the gate, so it ends.
+                requeue(*s);
+                continue;
+            }
+            if (claim(*s, start, loc)) return Lease<Conn>(s);
+        }
+    }
+
+    void wait_for_resume(steady::time_point deadline, const std::stop_token* stop) {
+        std::unique_lock lock(control_);
+        const auto resumed = [this] {
+            return !paused_.load(std::memory_order_relaxed) || closed_.load(std::memory_order_relaxed);
+        };
+        if (stop != nullptr) {
+            resume_cv_.wait_until(lock, *stop, deadline, resumed);
+        } else {
+            resume_cv_.wait_until(lock, deadline, resumed);
+        }
+    }
+
+    // A queued slot this thread popped but must not use now goes back (it is still queued).
+    void requeue(Slot& s) noexcept {
+        if (!idle_.try_push(&s)) {
+            s.become(busy);
+            destroy_owned(s, "pool closed");
+        }
+    }
+
+    // Turns a slot popped from the queue (or stolen) into one this thread holds as in_use,
+    // keeping any flags. Throws PoolClosed if the pool closed meanwhile.
+    void own(Slot& s) {
+        const std::uint32_t was = s.become(in_use);
+        if ((was & closing) != 0 || closed_.load(std::memory_order_seq_cst)) {
+            destroy_owned(s, "pool closed");
+            throw PoolClosed{};
+        }
+    }
+
+    // Owns and hands out a slot the slow path obtained. False = it was retired: go round again.
+    bool claim(Slot& s, steady::time_point start, const source_location& loc) {
+        own(s);
+        return hand_out(s, loc, steady::now() - start, Via::timed);
+    }
+
+    static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
+    }
+
+    // An idle connection without waiting: the newest queued one, or a parked one.
+    Slot* grab() {
+        if (auto popped = idle_.try_pop()) return *popped;
+        return steal_parked(false);
+    }
+
+    // Claims a parked slot anywhere. With `mark`, also flags every owned slot `wanted` so that
+    // its release cannot park it unseen while this thread sleeps (see the design note). Visits
+    // the slots ever used, not max_size of them.
+    Slot* steal_parked(bool mark) noexcept {
+        const std::size_t n = slots_.size();
+        if (n == 0) return nullptr;
+        const std::size_t start = thread_cache.rotor++ % n;
+        for (std::size_t k = 0; k < n; ++k) {
+            Slot& s = slots_[(start + k) % n];
+            if (!mark) {
+                if (s.bare(std::memory_order_relaxed) == parked && s.take_parked()) return &s;
+                continue;
+            }
+            const std::uint32_t seen = s.flag_if(wanted, states({reserved, in_use, busy}));
+            if ((seen & state_mask) == parked && s.take_parked()) return &s;
+        }
+        return nullptr;
+    }
+
+    // Checks and stamps a slot this thread owns as in_use. False = it was retired; try again.
+    bool hand_out(Slot& s, const source_location& loc, std::chrono::nanoseconds waited, Via via) {
+        const std::int64_t now = now_ns<Clock>();
+        if (via != Via::cache) {
+            if (const char* why = refusal(s.state.load(std::memory_order_acquire) & (replaced | expired))) {
+                destroy_owned(s, why);
+                return false;
+            }
+        }
+        const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
+        if (expires != 0 && now >= expires) {
+            destroy_owned(s, "max_lifetime reached");
+            return false;
+        }
+        if constexpr (has_validate<Factory, Conn>) {
+            const std::int64_t idle = now - idle_since(s);
+            if (idle >= params_.validate_after_idle && (s.handed_out || idle >= alive_bypass_ns)) {
+                // Busy while validating: the previous lease is over and this one has not begun,
+                // so maintenance reports neither as a leak or a holder.
+                s.become(busy);
+                bool ok = false;
+                try {
+                    ok = factory_.validate(*s.conn);
+                } catch (...) {
+                }
+                s.become(in_use);
+                if (!ok) {
+                    validation_failures_.fetch_add(1, std::memory_order_relaxed);
+                    emit(PoolEventKind::validation_failed, s.index, std::chrono::nanoseconds{0});
+                    destroy_owned(s, "validate() rejected it");
+                    return false;
+                }
+            }
+        }
+        s.handed_out = true;
+        s.acquired_at.store(now, std::memory_order_relaxed);
+        s.site.store(loc);
+        // Single writer (the owner), so a plain read-modify-write without a lock prefix.
+        s.acquires.store(s.acquires.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        if (via == Via::timed) waits_.record(static_cast<std::uint64_t>(waited.count()));
+        if (options_.on_event) emit(PoolEventKind::acquired, s.index, waited, site_of(loc));
+        return true;
+    }
+
+    // ---- giving connections back ---------------------------------------------------------
+
+    // Publishes an owned slot with a live connection as idle: to the queue when anything needs
+    // attention (waiters, a pause), else parked. Destroys it if it must not be kept.
+    void make_idle(Slot& s) noexcept {
+        for (;;) {
+            const std::uint32_t cur = s.state.load(std::memory_order_seq_cst);
+            if (const char* why = refusal(cur)) {
+                destroy_owned(s, why);
+                return;
+            }
+            if (take_surplus(s)) {
+                destroy_owned(s, shrunk_why);
+                return;
+            }
+            if ((cur & wanted) != 0) {
+                // Clear the old request before reading attention_: a sweep that starts after
+                // the read must be able to flag this slot again (see the design note).
+                std::uint32_t expected = cur;
+                s.state.compare_exchange_strong(expected, cur & ~wanted, std::memory_order_seq_cst);
+                continue;
+            }
+            if (attention_.load(std::memory_order_seq_cst) != 0) {
+                to_queue(s);
+                return;
+            }
+            std::uint32_t expected = cur;
+            if (s.state.compare_exchange_strong(expected, parked, std::memory_order_seq_cst)) return;
+        }
+    }
+
+    // Moves an owned slot with a live connection into the idle queue (which hands it to the
+    // oldest waiter), unless a flag says it must go.
+    void to_queue(Slot& s) noexcept {
+        std::uint32_t seen = 0;
+        if (!s.publish(queued, closing | replaced | expired, seen)) {
+            destroy_owned(s, refusal(seen));
+            return;
+        }
+        if (!idle_.try_push(&s)) { // closed meanwhile (it never fills): it is still ours
+            s.become(busy);
+            destroy_owned(s, "pool closed");
+        }
+    }
+
+    // Whether `s` (owned, live) is one more connection than max_size allows; if so it is
+    // counted as doomed and its owner destroys it.
+    bool take_surplus(Slot& s) noexcept {
+        if (occupied_.load(std::memory_order_seq_cst) <= max_size_.load(std::memory_order_seq_cst)) return false;
+        std::lock_guard lock(control_);
+        if (s.doomed) return true;
+        if (occupied_.load(std::memory_order_relaxed) - doomed_ <= max_size_.load(std::memory_order_relaxed)) {
+            return false;
+        }
+        ++doomed_;
+        s.doomed = true;
+        return true;
+    }
+
+    // After a shrink: surplus parked and queued connections go now, leased ones are flagged so
+    // that their release checks (make_idle's take_surplus).
+    void shed_surplus() {
+        attention_.fetch_add(1, std::memory_order_seq_cst);
+        const auto shed = [this](Slot& s) {
+            if (take_surplus(s)) {
+                destroy_owned(s, shrunk_why);
+            } else {
+                to_queue(s);
+            }
+        };
+        sweep(wanted, shed);
+        std::size_t excess = 0;
+        {
+            std::lock_guard lock(control_);
+            const std::size_t live = occupied_.load(std::memory_order_relaxed) - doomed_;
+            const std::size_t max = max_size_.load(std::memory_order_relaxed);
+            excess = live > max ? live - max : 0;
+        }
+        if (excess > 0) {
+            std::size_t picked = 0; // the oldest idle ones
+            for (Slot* s : idle_.extract_if([&](Slot* const&) { return picked < excess && ++picked > 0; })) {
+                s->become(busy);
+                shed(*s);
+            }
+        }
+        attention_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
+    // With attention_ raised by the caller: every parked slot is taken (as busy) and given to
+    // `on_parked`, every owned or queued one gets `flag`.
+    template <class OnParked>
+    void sweep(std::uint32_t flag, OnParked&& on_parked) {
+        const std::size_t n = slots_.size();
+        for (std::size_t i = 0; i < n; ++i) {
+            Slot& s = slots_[i];
+            for (;;) {
+                if (s.take_parked_for_pool()) {
+                    on_parked(s);
+                    break;
+                }
+                // Parked again since the take failed (taken and given back): go round.
+                if ((s.flag_if(flag, owned_or_queued) & state_mask) != parked) break;
+            }
+        }
+    }
+
+    // Destroys the connection of an owned slot, then frees the slot.
+    void destroy_owned(Slot& s, std::string_view why) noexcept {
+        if constexpr (has_destroy<Factory, Conn>) {
+            try {
+                factory_.destroy(*s.conn);
+            } catch (...) {
+            }
+        }
+        s.conn.reset();
+        open_.fetch_sub(1, std::memory_order_acq_rel);
+        destroyed_.fetch_add(1, std::memory_order_relaxed);
+        emit(PoolEventKind::destroyed, s.index, std::chrono::nanoseconds{0}, {}, why);
+        free_slot(s);
+    }
+
+    // Makes an owned slot without a connection vacant: free capacity, which a creator may use
+    // at once for a waiter.
+    void free_slot(Slot& s) noexcept {
+        {
+            std::lock_guard lock(control_);
+            s.handed_out = false;
+            if (std::exchange(s.doomed, false)) --doomed_;
+            s.state.store(vacant, std::memory_order_release);
+            s.next_vacant = vacant_;
+            vacant_ = &s;
+            occupied_.store(occupied_.load(std::memory_order_relaxed) - 1, std::memory_order_seq_cst);
+            want_creation_locked();
+        }
+        drop_ref(); // last: may delete this
+    }
+
+    // ---- creation ------------------------------------------------------------------------
+
+    // Whether a requested creation may start now. Requires control_.
+    bool demand_locked() const noexcept {
+        return !stopping_ && !paused_.load(std::memory_order_relaxed) && pending_ > 0 &&
+               creating_ < params_.max_concurrent_creates &&
+               occupied_.load(std::memory_order_relaxed) < max_size_.load(std::memory_order_relaxed);
+    }
+
+    // Wakes (or starts) a creator when there is demand. Requires control_.
+    void want_creation_locked() noexcept {
+        if (!demand_locked()) return;
+        if (idle_creators_ > 0) {
+            creator_cv_.notify_one();
+            return;
+        }
+        if (creators_.size() < params_.max_concurrent_creates) {
+            try {
+                creators_.emplace_back([this] { creator_loop(); });
+            } catch (...) {
+                // No thread now: the next change of demand or capacity tries again.
+            }
+        }
+    }
+
+    void creator_loop() noexcept {
+        std::unique_lock lock(control_);
+        while (!stopping_) {
+            if (demand_locked()) {
+                const auto until = steady::time_point(steady::duration(backoff_until_));
+                if (steady::now() < until) { // a failing create(): wait until the back-off ends
+                    ++idle_creators_;
+                    creator_cv_.wait_until(lock, until);
+                    --idle_creators_;
+                    continue;
+                }
+                Slot* s = nullptr;
+                try {
+                    s = &reserve_locked();
+                } catch (...) { // out of memory for a new segment of slots
+                    break;
+                }
+                --pending_;
+                want_creation_locked(); // more requests: another creator
+                lock.unlock();
+                if (create_into(*s)) publish_new(*s);
+                lock.lock();
+                continue;
+            }
+            ++idle_creators_;
+            creator_cv_.wait(lock);
+            --idle_creators_;
+        }
+    }
+
+    // Claims a vacant slot (or a new one) for a creation by this thread. Requires control_;
+    // the caller then calls create_into().
+    Slot& reserve_locked() {
+        Slot* s = vacant_;
+        if (s != nullptr) {
+            vacant_ = s->next_vacant;
+        } else {
+            s = &slots_.add();
+            s->owner = this;
+        }
+        s->state.store(reserved, std::memory_order_seq_cst);
+        occupied_.store(occupied_.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+        ++creating_;
+        refs_.fetch_add(1, std::memory_order_relaxed);
+        return *s;
+    }
+
+    // Creates a connection into a reserved slot (counted in creating_). On failure the slot is
+    // freed and the pool backs off; returns false.
+    bool create_into(Slot& s) noexcept {
+        const auto t0 = steady::now();
+        std::string error;
+        // Nothing may escape from here: the slot is reserved and counted in creating_.
+        auto describe = [&error](const char* what) noexcept {
+            try {
+                error = (what != nullptr && *what != '\0') ? what : "create() threw an exception with an empty message";
+            } catch (...) {
+                // Out of memory for the message: the slot and the counts matter more.
+            }
+        };
+        try {
+            s.conn.emplace(factory_.create());
+        } catch (const std::exception& e) {
+            describe(e.what());
+        } catch (...) {
+            describe("create() threw a non-standard exception");
+        }
+        const auto took = steady::now() - t0;
+        if (!s.conn.has_value()) {
+            create_failures_.fetch_add(1, std::memory_order_relaxed);
+            {
+                std::lock_guard lock(control_);
+                --creating_;
+                // Retried after the back-off, for as long as someone waits for it.
+                if (waiters_ > pending_ + creating_) ++pending_;
+                backoff_ = next_backoff(backoff_, params_.create_retry_initial, params_.create_retry_max);
+                backoff_until_ = add_saturated(steady::now().time_since_epoch().count(), backoff_);
+                try {
+                    last_create_error_ = error;
+                } catch (...) {
+                    // Out of memory for the message: the counts and the slot matter more.
+                }
+            }
+            emit(PoolEventKind::create_failed, s.index, std::chrono::nanoseconds{0}, {}, error);
+            free_slot(s);
+            return false;
+        }
+        const std::int64_t now = now_ns<Clock>();
+        s.handed_out = false;
+        s.acquired_at.store(now, std::memory_order_relaxed);
+        s.expires_at.store(expiry(now), std::memory_order_relaxed);
+        open_.fetch_add(1, std::memory_order_acq_rel);
+        created_.fetch_add(1, std::memory_order_relaxed);
+        {
+            std::lock_guard lock(control_);
+            --creating_;
+            if (backoff_ != 0) {
+                last_create_error_.clear();
+                backoff_ = 0;
+                backoff_until_ = 0;
+            }
+        }
+        emit(PoolEventKind::created, s.index, std::chrono::duration_cast<std::chrono::nanoseconds>(took));
+        return true;
+    }
+
+    // A new connection goes to the queue: to the oldest waiter, else idle.
+    void publish_new(Slot& s) noexcept {
+        if (take_surplus(s)) {
+            destroy_owned(s, shrunk_why);
+            return;
+        }
+        to_queue(s);
+    }
+
+    // Creates connections (on this thread) until min_idle are idle, within the creation limits.
+    void top_up() {
+        while (!closed_.load(std::memory_order_acquire) && !paused_.load(std::memory_order_acquire) &&
+               idle_count() < params_.min_idle) {
+            Slot* s = nullptr;
+            {
+                std::lock_guard lock(control_);
+                if (stopping_ || creating_ >= params_.max_concurrent_creates ||
+                    occupied_.load(std::memory_order_relaxed) >= max_size_.load(std::memory_order_relaxed) ||
+                    steady::now().time_since_epoch().count() < backoff_until_) {
+                    return;
+                }
+                s = &reserve_locked();
+            }
+            if (!create_into(*s)) return;
+            publish_new(*s);
+        }
+    }
+
+    // When a connection created at `now` retires: 0 = never (no lifetime, or one too long).
+    std::int64_t expiry(std::int64_t now) {
+        const std::int64_t lifetime = params_.max_lifetime;
+        if (lifetime <= 0 || lifetime >= to_ns(forever)) return 0;
+        std::int64_t jitter = 0;
+        if (lifetime >= 10'000'000'000) { // HikariCP's rule: no jitter under 10 s
+            std::lock_guard lock(control_);
+            jitter = std::uniform_int_distribution<std::int64_t>(0, lifetime / 40)(rng_);
+        }
+        const std::int64_t at = add_saturated(now, lifetime - jitter);
+        return at == never_ns ? 0 : at;
+    }
+
+    // When an idle slot's connection was last in use, without a clock read at release: its
+    // last hand-out, or later the last maintenance pass that saw that same lease still running.
+    // Never later than the true release, so idle ages err long by at most the hold time (or one
+    // maintenance interval): idle connections are validated or retired early, never late.
+    static std::int64_t idle_since(const Slot& s) noexcept {
+        std::int64_t since = s.acquired_at.load(std::memory_order_relaxed);
+        if (s.seen_in_use_version.load(std::memory_order_relaxed) == s.acquires.load(std::memory_order_relaxed)) {
+            since = std::max(since, s.seen_in_use_at.load(std::memory_order_relaxed));
+        }
+        return since;
+    }
+
+    std::size_t idle_count() const noexcept {
+        std::size_t n = 0;
+        const std::size_t size = slots_.size();
+        for (std::size_t i = 0; i < size; ++i) {
+            const std::uint32_t st = slots_[i].bare();
+            n += (st == parked || st == queued) ? 1 : 0;
+        }
+        return n;
+    }
+
+    // ---- diagnostics ---------------------------------------------------------------------
+
+    [[noreturn]] void throw_timeout(const source_location& loc, steady::duration waited) {
+        timeouts_.fetch_add(1, std::memory_order_relaxed);
+        const auto waited_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(waited);
+        emit(PoolEventKind::timeout, 0, waited_ns, site_of(loc));
+        std::string last_error;
+        {
+            std::lock_guard lock(control_);
+            last_error = last_create_error_;
+        }
+        TimeoutReport report(waited_ns, stats(), last_error);
+        const std::int64_t now = now_ns<Clock>();
+        const std::size_t n = slots_.size();
+        for (std::size_t i = 0; i < n; ++i) {
+            const Slot& s = slots_[i];
+            if (s.bare() != in_use) continue;
+            report.holder(site_of(s), std::chrono::nanoseconds(now - s.acquired_at.load(std::memory_order_relaxed)));
+        }
+        throw AcquireTimeout(report.str(), std::chrono::duration_cast<std::chrono::milliseconds>(waited));
+    }
+
+    [[noreturn]] void throw_cancelled(const source_location& loc, steady::duration waited) {
+        cancelled_.fetch_add(1, std::memory_order_relaxed);
+        emit(PoolEventKind::cancelled, 0, std::chrono::duration_cast<std::chrono::nanoseconds>(waited), site_of(loc));
+        throw AcquireCancelled{};
+    }
+
+    // ---- threads -------------------------------------------------------------------------
+
+    void maintenance_loop() {
+        std::unique_lock lock(maintenance_mutex_);
+        while (!stop_maintenance_) {
+            if (params_.maintenance_interval >= to_ns(forever)) {
+                maintenance_cv_.wait(lock); // an interval too long to mean anything: never
+            } else {
+                maintenance_cv_.wait_for(lock, std::chrono::nanoseconds(params_.maintenance_interval));
+            }
+            if (stop_maintenance_) break;
+            lock.unlock();
+            try {
+                maintain();
+            } catch (...) {
+                // Maintenance is best effort; the next pass tries again.
+            }
+            lock.lock();
+        }
+    }
+
+    // Joins the maintenance and creator threads once they have been told to stop. Any number
+    // of threads may call it at once; on one of the pool's own threads (an event hook that
+    // closes the pool) it joins nothing: the thread that destroys the Pool joins them.
+    void join_threads() noexcept {
+        const auto self = std::this_thread::get_id();
+        std::size_t creators = 0;
+        {
+            std::lock_guard lock(control_);
+            creators = creators_.size(); // fixed once stopping_ is set
+            if (maintenance_.get_id() == self) return;
+            for (std::size_t i = 0; i < creators; ++i) {
+                if (creators_[i].get_id() == self) return;
+            }
+        }
+        std::lock_guard join(join_mutex_);
+        if (maintenance_.joinable()) maintenance_.join();
+        for (std::size_t i = 0; i < creators; ++i) {
+            if (creators_[i].joinable()) creators_[i].join();
+        }
+    }
+
+    // ---- data ----------------------------------------------------------------------------
+
+    const PoolOptions options_;
+    const PoolParams params_;
+    Factory factory_;
+    CacheSeat seat_;
+    SlotTable<Slot> slots_;
+    BoundedBlockingQueue<Slot*, QueueOrder::lifo> idle_;
+
+    // Read on every release and slow acquire: kept together, written rarely.
+    alignas(cache_line) std::atomic<bool> closed_{false};
+    std::atomic<bool> paused_{false};             // written under control_
+    std::atomic<std::int64_t> attention_{0};      // see the design note
+    std::atomic<std::size_t> max_size_;           // written under control_
+    std::atomic<std::size_t> occupied_{0};        // non-vacant slots; written under control_
+
+    alignas(cache_line) std::atomic<std::size_t> refs_{1}; // the pool + one per non-vacant slot
+    std::atomic<std::size_t> open_{0};
+    std::atomic<std::size_t> waiting_gauge_{0}; // waiters_, for stats()
+    std::atomic<std::uint64_t> created_{0};
+    std::atomic<std::uint64_t> destroyed_{0};
+    std::atomic<std::uint64_t> timeouts_{0};
+    std::atomic<std::uint64_t> cancelled_{0};
+    std::atomic<std::uint64_t> create_failures_{0};
+    std::atomic<std::uint64_t> validation_failures_{0};
+    std::atomic<std::uint64_t> discarded_{0};
+    std::atomic<std::uint64_t> leaks_{0};
+    std::atomic<std::uint64_t> retirements_{0};
+    WaitHistogram waits_;
+
+    // The slow path's state: capacity, demand, creators, back-off.
+    mutable std::mutex control_;
+    std::condition_variable creator_cv_;    // creators wait for demand (or the back-off's end)
+    std::condition_variable_any resume_cv_; // waiters wait for resume() (with their stop token)
+    Slot* vacant_ = nullptr;                // free list of vacant slots
+    std::size_t doomed_ = 0;                // surplus slots whose owners are destroying them
+    std::size_t waiters_ = 0;               // threads registered as waiting
+    std::size_t pending_ = 0;               // creations requested for waiters, not yet started
+    std::size_t creating_ = 0;              // create() calls in flight
+    std::size_t idle_creators_ = 0;         // creator threads asleep
+    bool stopping_ = false;                 // close() ran: creators exit
+    std::vector<std::thread> creators_;
+    std::int64_t backoff_ = 0;              // ns; 0 = creation is not failing
+    std::int64_t backoff_until_ = 0;        // steady_clock ticks
+    std::string last_create_error_;
+    std::mt19937_64 rng_{std::random_device{}()};
+
+    std::mutex maintenance_mutex_;
+    std::condition_variable maintenance_cv_;
+    bool stop_maintenance_ = false; // guarded by maintenance_mutex_
+    std::thread maintenance_;
+    std::mutex join_mutex_; // two close() calls must not join the same thread at once
+};
+
+} // namespace connpool::detail
