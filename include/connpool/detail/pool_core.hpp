@@ -790,6 +790,9 @@ private:
             s.next_vacant = vacant_;
             vacant_ = &s;
             occupied_.store(occupied_.load(std::memory_order_relaxed) - 1, std::memory_order_seq_cst);
+            // The capacity may serve a waiter nothing else will (a failed or refused creation,
+            // a discard while the pool was full).
+            if (waiters_ > pending_ + creating_) ++pending_;
             want_creation_locked();
         }
         drop_ref(); // last: may delete this
@@ -892,9 +895,7 @@ private:
             create_failures_.fetch_add(1, std::memory_order_relaxed);
             {
                 std::lock_guard lock(control_);
-                --creating_;
-                // Retried after the back-off, for as long as someone waits for it.
-                if (waiters_ > pending_ + creating_) ++pending_;
+                --creating_; // free_slot() below asks again, after the back-off, for a waiter
                 backoff_ = next_backoff(backoff_, params_.create_retry_initial, params_.create_retry_max);
                 backoff_until_ = add_saturated(steady::now().time_since_epoch().count(), backoff_);
                 try {
