@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 
-TARGETS = {"1x1": 2.5}  # every other configuration: DEFAULT_TARGET
+TARGETS = {"1x1": 2.5, "alt2": 2.0, "alt8": 2.0}  # every other configuration: DEFAULT_TARGET
 DEFAULT_TARGET = 4.0
 
 

@@ -65,7 +65,10 @@ struct Config {
     int threads;
     std::size_t pool_size;
 };
-constexpr Config kConfigs[] = {{1, 1}, {2, 2}, {4, 2}, {16, 4}, {64, 8}};
+constexpr Config kConfigs[] = {{1, 1}, {2, 2}, {4, 2}, {16, 4}, {64, 8}, {64, 64}};
+// One thread alternating between this many pools of one connection each (BM_*/altN): the
+// fast path must survive a thread that uses several pools.
+constexpr std::size_t kAlternations[] = {2, 8};
 
 // A stand-in for a driver's connection handle (PGconn*, sqlite3*, ...): cheap to move.
 struct FakeConnection {
@@ -296,6 +299,27 @@ void BM_Pool(benchmark::State& state, std::size_t pool_size) {
     Shared<Impl>::pool.reset();
 }
 
+// One thread, `pools` pools of one connection each, acquiring from each in turn.
+template <class Impl>
+void BM_Alternate(benchmark::State& state, std::size_t pools) {
+    std::vector<std::unique_ptr<typename Impl::Pool>> all;
+    for (std::size_t i = 0; i < pools; ++i) {
+        all.push_back(Impl::make(1));
+        { auto warm = all.back()->acquire(); }
+    }
+    std::size_t next = 0;
+    const steady::time_point start = steady::now();
+    for (auto _ : state) {
+        auto lease = all[next]->acquire();
+        benchmark::DoNotOptimize(lease.get());
+        next = next + 1 == pools ? 0 : next + 1;
+    }
+    const std::chrono::duration<double> span = steady::now() - start;
+    state.SetItemsProcessed(state.iterations());
+    state.counters["span_items_per_second"] =
+        span.count() > 0 ? static_cast<double>(state.iterations()) / span.count() : 0.0;
+}
+
 using BenchmarkFn = void (*)(benchmark::State&, std::size_t);
 
 void register_pair(const std::string& naive, const std::string& ours, BenchmarkFn naive_fn,
@@ -319,6 +343,11 @@ int main(int argc, char** argv) {
                   &BM_Pool<ConnpoolImpl, false>);
     register_pair("BM_Naive_Wait", "BM_Connpool_Wait", &BM_Pool<NaiveImpl, true>,
                   &BM_Pool<ConnpoolImpl, true>);
+    for (const std::size_t n : kAlternations) {
+        const std::string cfg = "/alt" + std::to_string(n);
+        benchmark::RegisterBenchmark(("BM_Naive" + cfg).c_str(), &BM_Alternate<NaiveImpl>, n)->UseRealTime();
+        benchmark::RegisterBenchmark(("BM_Connpool" + cfg).c_str(), &BM_Alternate<ConnpoolImpl>, n)->UseRealTime();
+    }
 
     // A short default minimum time, overridable on the command line (the CTest smoke test passes
     // --benchmark_min_time=0.001; a per-benchmark MinTime() would override that). The run budget
