@@ -25,13 +25,27 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio> // snprintf, for deadline labels
 #include <optional>
+#include <stdexcept>
+#include <stop_token>
 #include <vector>
 
 namespace connpool::fuzz {
 namespace {
 
 Trace trace;
+
+// Members issue 7 adds to the queue; detected, so that this target builds (and skips those
+// operations) with the queue from before them.
+template <class Queue>
+concept HasSetCapacity = requires(Queue& q, std::size_t n) { q.set_capacity(n); };
+template <class Queue>
+concept HasStoppablePops = requires(Queue& q, std::stop_token stop) {
+    q.pop(stop);
+    q.pop_for(std::chrono::nanoseconds{}, stop);
+    q.pop_until(std::chrono::steady_clock::time_point{}, stop);
+};
 
 // Thrown by the predicate of extract_if_throwing, partway through the elements.
 struct PredicateThrew {};
@@ -88,34 +102,13 @@ public:
     }
 
     void pop_until() {
-        using steady = std::chrono::steady_clock;
-        using std::chrono::nanoseconds;
-        const steady::time_point now = steady::now();
-        const nanoseconds to_max = steady::time_point::max() - now;
-        steady::time_point deadline;
-        const char* label = "";     // an absolute deadline's name
-        bool relative = false;      // deadline is now + offset
-        long long offset = 0;       // in ns
-        switch (input_.ConsumeIntegralInRange<int>(0, 6)) {
-        case 0: label = "time_point::min()"; deadline = steady::time_point::min(); break;
-        case 1: label = "the clock's epoch"; deadline = steady::time_point{}; break;
-        case 2: relative = true; offset = -input_.ConsumeIntegralInRange<std::int64_t>(0, nanoseconds::max().count()); break;
-        case 3: relative = true; break;
-        case 4: relative = true; offset = input_.ConsumeIntegralInRange<std::int64_t>(1, 1000); break;
-        case 5: label = "time_point::max()"; deadline = steady::time_point::max(); break;
-        default: relative = true; offset = input_.ConsumeIntegralInRange<std::int64_t>(0, to_max.count()); break;
-        }
-        if (relative) deadline = now + nanoseconds(offset);
-        if (relative) {
-            trace.step("pop_until(now %+lldns)", offset);
-        } else {
-            trace.step("pop_until(%s)", label);
-        }
-        if (!model_.pop_returns_at_once() && deadline > now + std::chrono::microseconds(1)) {
+        const Deadline deadline = decode_deadline();
+        trace.step("pop_until(%s)", deadline.label);
+        if (!model_.pop_returns_at_once() && !deadline.ends_at_once) {
             trace.result(" skipped: empty and open, would wait");
             return;
         }
-        check_pop(queue_.pop_until(deadline), model_.pop());
+        check_pop(queue_.pop_until(deadline.at), model_.pop());
     }
 
     void close() {
@@ -161,12 +154,69 @@ public:
         check_extracted(taken, model_.extract_if(selected));
     }
 
+    void set_capacity() {
+        const auto capacity = input_.ConsumeIntegralInRange<std::size_t>(0, 64);
+        trace.step("set_capacity(%zu)", capacity);
+        if constexpr (!HasSetCapacity<Queue>) {
+            trace.result(" skipped: this queue has no set_capacity");
+        } else if (capacity == 0) {
+            bool threw = false;
+            try {
+                queue_.set_capacity(0);
+            } catch (const std::invalid_argument&) {
+                threw = true;
+            }
+            CONNPOOL_FUZZ_CHECK(trace, threw, "set_capacity(0) did not throw std::invalid_argument");
+        } else {
+            queue_.set_capacity(capacity);
+            model_.set_capacity(capacity);
+        }
+    }
+
+    // pop(stop), pop_for(timeout, stop) or pop_until(deadline, stop), with a stop already
+    // requested (returns at once: a stored element, else nothing, whatever the timeout), a
+    // token that could be stopped but is not, or a default token (no stop possible).
+    void pop_stoppable() {
+        const int flavour = input_.ConsumeIntegralInRange<int>(0, 2);
+        const int token = input_.ConsumeIntegralInRange<int>(0, 2);
+        static constexpr const char* kTokens[] = {"stopped", "not stopped", "default"};
+        if constexpr (!HasStoppablePops<Queue>) {
+            trace.step("pop with a %s stop_token", kTokens[token]);
+            trace.result(" skipped: this queue has no stoppable pops");
+        } else {
+            std::stop_source source;
+            if (token == 0) source.request_stop();
+            const std::stop_token stop = token == 2 ? std::stop_token{} : source.get_token();
+            const bool stopped = token == 0;
+            auto run = [&](const char* what, const char* argument, bool ends_at_once, auto pop) {
+                trace.step("%s(%s%s%s stop_token)", what, argument, argument[0] != '\0' ? ", " : "",
+                           kTokens[token]);
+                if (!stopped && !model_.pop_returns_at_once() && !ends_at_once) {
+                    trace.result(" skipped: empty and open, would wait");
+                    return;
+                }
+                check_pop(pop(), model_.pop());
+            };
+            if (flavour == 0) {
+                run("pop", "", false, [&] { return queue_.pop(stop); });
+            } else if (flavour == 1) {
+                with_timeout(input_, [&](auto timeout, const TimeoutLabel& label) {
+                    run("pop_for", label.text, ends_at_once(timeout), [&] { return queue_.pop_for(timeout, stop); });
+                });
+            } else {
+                const Deadline deadline = decode_deadline();
+                run("pop_until", deadline.label, deadline.ends_at_once,
+                    [&] { return queue_.pop_until(deadline.at, stop); });
+            }
+        }
+    }
+
     void observe() {
         trace.step("size() capacity() closed()");
         trace.result(" -> %zu %zu %d", queue_.size(), queue_.capacity(), queue_.closed() ? 1 : 0);
     }
 
-    static constexpr std::array<Operation<QueueHarness>, 10> kOperations{{
+    static constexpr std::array<Operation<QueueHarness>, 12> kOperations{{
         {"push", &QueueHarness::push},                               // 0
         {"try_push", &QueueHarness::try_push},                       // 1
         {"try_pop", &QueueHarness::try_pop},                         // 2
@@ -177,8 +227,10 @@ public:
         {"extract_if", &QueueHarness::extract_if},                   // 7
         {"extract_if_throwing", &QueueHarness::extract_if_throwing}, // 8
         {"observe", &QueueHarness::observe},                         // 9
-        // Append new operations here (pop_until with a stop_token, set_capacity): the
-        // opcodes above keep their meaning, and so does the committed corpus.
+        {"set_capacity", &QueueHarness::set_capacity},               // 10
+        {"pop_stoppable", &QueueHarness::pop_stoppable},             // 11
+        // Append new operations here: the opcodes above keep their meaning, and so does
+        // the committed corpus.
     }};
 
     // ---- checks after every step ---------------------------------------------------
@@ -221,6 +273,36 @@ public:
     }
 
 private:
+    // A pop_until deadline decoded from the input: past, now, tiny, far or the extremes.
+    struct Deadline {
+        std::chrono::steady_clock::time_point at;
+        bool ends_at_once; // within a microsecond from now (or earlier)
+        char label[64];
+    };
+
+    Deadline decode_deadline() {
+        using steady = std::chrono::steady_clock;
+        using std::chrono::nanoseconds;
+        const steady::time_point now = steady::now();
+        const nanoseconds to_max = steady::time_point::max() - now;
+        Deadline d{};
+        auto relative = [&](std::int64_t offset) {
+            d.at = now + nanoseconds(offset); // no overflow: offset is within [-max, max - now]
+            std::snprintf(d.label, sizeof d.label, "now %+lldns", static_cast<long long>(offset));
+        };
+        switch (input_.ConsumeIntegralInRange<int>(0, 6)) {
+        case 0: d.at = steady::time_point::min(); std::snprintf(d.label, sizeof d.label, "time_point::min()"); break;
+        case 1: d.at = steady::time_point{}; std::snprintf(d.label, sizeof d.label, "the clock's epoch"); break;
+        case 2: relative(-input_.ConsumeIntegralInRange<std::int64_t>(0, nanoseconds::max().count())); break;
+        case 3: relative(0); break;
+        case 4: relative(input_.ConsumeIntegralInRange<std::int64_t>(1, 1000)); break;
+        case 5: d.at = steady::time_point::max(); std::snprintf(d.label, sizeof d.label, "time_point::max()"); break;
+        default: relative(input_.ConsumeIntegralInRange<std::int64_t>(0, to_max.count())); break;
+        }
+        d.ends_at_once = d.at <= now + std::chrono::microseconds(1);
+        return d;
+    }
+
     static unsigned long long id_of(const Tracked& t) { return t.id(); }
 
     // `value` is the pushed variable after the call; `pushed` what the call returned.

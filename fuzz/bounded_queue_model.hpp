@@ -57,6 +57,9 @@ public:
 
     void close() noexcept { closed_ = true; }
 
+    /// A set_capacity(n), n >= 1: stored ids stay, pushes fail until size() < n.
+    void set_capacity(std::size_t capacity) noexcept { capacity_ = capacity; }
+
     /// extract_if(pred) on ids: the ids it must return, oldest first. Asks `pred` about every
     /// id before removing any, so a throwing pred leaves the model unchanged, as the queue.
     template <class Pred>

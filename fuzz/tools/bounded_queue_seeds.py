@@ -14,7 +14,8 @@ Usage: python3 fuzz/tools/bounded_queue_seeds.py   (rewrites the corpus director
 import pathlib
 
 # Opcodes, as in QueueHarness::kOperations.
-PUSH, TRY_PUSH, TRY_POP, POP, POP_FOR, POP_UNTIL, CLOSE, EXTRACT_IF, EXTRACT_IF_THROWING, OBSERVE = range(10)
+PUSH, TRY_PUSH, TRY_POP, POP, POP_FOR, POP_UNTIL, CLOSE, EXTRACT_IF, EXTRACT_IF_THROWING, OBSERVE, \
+    SET_CAPACITY, POP_STOPPABLE = range(12)
 UNUSED_OPCODE = 15  # past the table: runs observe()
 
 # Timeout shapes, as in with_timeout() (fuzz/support/timeouts.hpp).
@@ -23,6 +24,10 @@ T_ANY_NS, T_ANY_MS, T_ANY_S, T_INT32_MS, T_DOUBLE, T_SMALL_DOUBLE, T_INF, T_MINU
 
 # Deadline shapes of pop_until.
 D_MIN, D_EPOCH, D_PAST, D_NOW, D_NOW_PLUS_TINY, D_MAX, D_FUTURE = range(7)
+
+# pop_stoppable: which pop, and which token.
+S_POP, S_POP_FOR, S_POP_UNTIL = range(3)
+STOPPED, NOT_STOPPED, DEFAULT_TOKEN = range(3)
 
 
 def u16(value):
@@ -57,6 +62,10 @@ def pop_until(shape, *args):
     return [POP_UNTIL, shape, *args]
 
 
+def stoppable(flavour, token, *args):
+    return [POP_STOPPABLE, flavour, token, *args]
+
+
 SEEDS = {
     # Both orders: pushes and every kind of pop, with elements stored.
     "fifo_push_pop": setup(False, 4) + [PUSH, PUSH, TRY_PUSH, TRY_POP, POP, *pop_for(T_ZERO), TRY_POP, POP_UNTIL, D_NOW],
@@ -86,6 +95,18 @@ SEEDS = {
     "extract_if": setup(False, 16) + [PUSH] * 10 + [EXTRACT_IF, 0x55, EXTRACT_IF_THROWING, 0xFF, 3,
                                                     EXTRACT_IF_THROWING, 0x0F, 64, EXTRACT_IF, 0x00,
                                                     TRY_POP, UNUSED_OPCODE],
+    # set_capacity below the size keeps every element and fails pushes until there is room;
+    # growing a wrapped FIFO ring keeps the order; set_capacity(0) throws.
+    "set_capacity": setup(False, 4) + [PUSH] * 4 + [SET_CAPACITY, 2, TRY_PUSH, TRY_POP, TRY_POP, TRY_POP, TRY_PUSH,
+                                                    SET_CAPACITY, 8, PUSH, PUSH, SET_CAPACITY, 0, OBSERVE],
+    "set_capacity_wrapped": setup(False, 3) + [PUSH, PUSH, TRY_POP, PUSH, PUSH, SET_CAPACITY, 6, PUSH, TRY_POP,
+                                               PUSH, PUSH, TRY_PUSH, TRY_POP, SET_CAPACITY, 1],
+    # Pops with a stop_token: stopped (returns at once, even with no timeout), not stopped,
+    # and a default token.
+    "stoppable_pops": setup(True, 2) + stoppable(S_POP, STOPPED) + stoppable(S_POP_FOR, STOPPED, T_MS_MAX)
+                      + stoppable(S_POP_UNTIL, STOPPED, D_MAX) + [PUSH] + stoppable(S_POP, STOPPED)
+                      + [PUSH] + stoppable(S_POP, NOT_STOPPED) + [PUSH] + stoppable(S_POP_FOR, DEFAULT_TOKEN, T_ZERO)
+                      + stoppable(S_POP_UNTIL, NOT_STOPPED, D_NOW) + [CLOSE] + stoppable(S_POP, NOT_STOPPED),
     "lifo_extract_if": setup(True, 5) + [PUSH] * 5 + [TRY_POP, EXTRACT_IF, 0xAA, EXTRACT_IF_THROWING, 0xFF, 0,
                                                       PUSH, EXTRACT_IF, 0xFF],
 }
