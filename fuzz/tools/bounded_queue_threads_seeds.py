@@ -11,7 +11,7 @@ import pathlib
 
 # Opcodes, as in ThreadsHarness::kOperations.
 TIMED_POP_RACES_PUSH, BLOCKED_POPPERS_GET_PUSHES, BLOCKED_PUSH_GETS_ROOM, CLOSE_WAKES_BLOCKED_POPPER, \
-    TRY_PUSH, TRY_POP = range(6)
+    TRY_PUSH, TRY_POP, STOP_WAKES_BLOCKED_POPPER = range(7)
 POP, POP_FOR_MAX, POP_UNTIL_MAX = range(3)  # how blocked_poppers_get_pushes waits
 
 
@@ -34,6 +34,8 @@ SEEDS = {
     "blocked_push": setup(False, 2) + [BLOCKED_PUSH_GETS_ROOM, 30, TRY_POP, BLOCKED_PUSH_GETS_ROOM, 0],
     "lifo_blocked_push": setup(True, 3) + [TRY_PUSH, BLOCKED_PUSH_GETS_ROOM, 50, TRY_POP, TRY_POP],
     "close_wakes": setup(False, 1) + [CLOSE_WAKES_BLOCKED_POPPER, 0, 50, TRY_PUSH, TRY_POP],
+    # A stop wakes pop(stop) after 40us, then pop_for(huge, stop) at once; pushes are stored.
+    "stop_wakes": setup(False, 2) + [STOP_WAKES_BLOCKED_POPPER, 0, 40, TRY_POP, STOP_WAKES_BLOCKED_POPPER, 1, 0],
     "lifo_close_wakes": setup(True, 4) + [CLOSE_WAKES_BLOCKED_POPPER, 1, 0, TIMED_POP_RACES_PUSH, 0, 0],
 }
 
