@@ -110,6 +110,7 @@ struct PoolStats {
     std::size_t idle = 0;               ///< connections ready to hand out
     std::size_t in_use = 0;             ///< connections held by leases
     std::size_t waiting = 0;            ///< threads inside acquire() that found nothing at once
+    std::size_t creating = 0;           ///< create() calls in flight (on creator threads or maintenance)
     bool paused = false;                ///< whether pause() is in effect
     std::uint64_t created = 0;          ///< connections created, ever
     std::uint64_t destroyed = 0;        ///< connections destroyed, ever

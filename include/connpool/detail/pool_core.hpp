@@ -369,6 +369,10 @@ public:
         }
         st.open = open_.load(std::memory_order_acquire);
         st.waiting = waiting_gauge_.load(std::memory_order_acquire);
+        {
+            std::lock_guard lock(control_);
+            st.creating = creating_;
+        }
         st.paused = paused_.load(std::memory_order_acquire);
         st.created = created_.load(std::memory_order_relaxed);
         st.destroyed = destroyed_.load(std::memory_order_relaxed);
