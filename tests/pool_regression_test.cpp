@@ -214,17 +214,31 @@ TEST(PoolRegression, discards_with_waiters_still_create_within_the_limit) {
 }
 
 // Bug 4: a waiter handed a ticket during a create back-off that then timed out left the free
-// slot unknown to everyone: a younger waiter slept with free capacity.
+// slot unknown to everyone: a younger waiter slept with free capacity until its deadline.
 TEST(PoolRegression, a_waiter_timing_out_during_back_off_leaves_the_capacity_to_the_next) {
     FakeFactory f;
-    f.fail_next->store(3);
+    f.fail_next->store(1);
+    f.create_delay = 100ms;
     auto o = foreground(1);
-    o.create_retry_initial = 100ms;
-    o.create_retry_max = 200ms;
+    o.create_retry_initial = 500ms;
+    o.create_retry_max = 500ms;
     FakePool pool{f, o};
-    EXPECT_THROW((void)pool.acquire_for(150ms), connpool::AcquireTimeout);
-    auto l = pool.acquire_for(5s); // creation succeeds on the 4th try, well before 5 s
-    ASSERT_TRUE(l);
+    // X's creation fails at 100 ms, backing off until 600 ms; X and A give up before that.
+    std::thread x([&] { EXPECT_THROW((void)pool.acquire_for(150ms), connpool::AcquireTimeout); });
+    ASSERT_TRUE(eventually([&] { return f.registry->creating_now.load() == 1; }));
+    std::thread a([&] { EXPECT_THROW((void)pool.acquire_for(200ms), connpool::AcquireTimeout); });
+    std::this_thread::sleep_for(20ms);
+    std::atomic<bool> served{false};
+    std::thread b([&] {
+        auto l = pool.acquire_for(30s); // the retry after the back-off succeeds: B gets it
+        served.store(static_cast<bool>(l));
+    });
+    x.join();
+    a.join();
+    // Served once the back-off ends (~0.7 s), not at its own deadline: a liveness bound with a
+    // wide margin, not a speed check.
+    EXPECT_TRUE(eventually([&] { return served.load(); }, 10s)) << "B slept with free capacity";
+    b.join();
     EXPECT_EQ(f.registry->created.load(), 1u);
 }
 
