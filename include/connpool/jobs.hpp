@@ -27,6 +27,13 @@
 #include "errors.hpp"
 #include "lease.hpp"
 
+// Test seam: a test that defines CONNPOOL_JOB_TEST_POINT(point, job_id) before including this
+// header is called at the named points, to hold a thread inside the window a race needs
+// (tests/jobs_shutdown_test.cpp). Nobody else defines it, so it compiles to nothing.
+#ifndef CONNPOOL_JOB_TEST_POINT
+#define CONNPOOL_JOB_TEST_POINT(point, job_id) static_cast<void>(0)
+#endif
+
 namespace connpool {
 
 /// What a job does. It only labels the job (in Progress, sinks and metrics).
@@ -646,6 +653,7 @@ public:
             control->finish(JobState::cancelled);
             return JobHandle{std::move(control)};
         }
+        CONNPOOL_JOB_TEST_POINT("submit: registered, not yet queued", control->id());
         {
             std::lock_guard lock(mu_);
             queue_.push_back(Entry{control, std::move(job.run)});
