@@ -178,6 +178,29 @@ inline Operation noop() {
 }
 
 
+/// A job's own handle, for its operation or callbacks, which may run before submit() returns it.
+class HandleSlot {
+public:
+    void set(JobHandle h) {
+        {
+            std::lock_guard lock(mutex_);
+            handle_ = std::move(h);
+        }
+        cv_.notify_all();
+    }
+    /// Waits (up to kGuard) until set; an invalid handle if it never was.
+    [[nodiscard]] JobHandle get() {
+        std::unique_lock lock(mutex_);
+        cv_.wait_for(lock, kGuard, [&] { return handle_.valid(); });
+        return handle_;
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    JobHandle handle_;
+};
+
 /// Waits for `h` to end; a job that does not end within kGuard is a deadlock, which would
 /// otherwise hang the whole suite (the runner's destructor joins the stuck worker): abort, naming it.
 inline JobState wait_or_abort(const JobHandle& h, const char* what) {
