@@ -59,7 +59,7 @@ TEST_F(JobRunnerShutdown, a_submit_from_a_running_job_while_the_destructor_runs_
     std::atomic<int> late_outcome{0}; // 1 = returned a handle, 2 = logic_error
     constexpr std::uint64_t late_id = 3; // spawner 1, sentinel 2, late 3
     g_point_hook = [&](std::string_view point, std::uint64_t id) {
-        if (point != "submit: registered, not yet queued" || id != late_id) return;
+        if (point != "submit: announced, not yet queued" || id != late_id) return;
         in_window.open();
         ASSERT_TRUE(destructor_started.wait());
         // A window for the destructor to reach its join loop: a wrong implementation starts a

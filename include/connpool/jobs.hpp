@@ -612,13 +612,17 @@ public:
 
     /// Cancels the jobs still queued and waits for the running ones to end.
     ~JobRunner() {
+        std::vector<std::thread> workers;
         {
+            // Once stopping_ is set no submit() starts a worker (it checks stopping_ in the same
+            // critical section as it starts one), so the list taken here is complete.
             std::lock_guard lock(mu_);
             stopping_ = true;
+            workers.swap(workers_);
         }
         cancel_queued();
         work_cv_.notify_all();
-        for (auto& worker : workers_) worker.join();
+        for (auto& worker : workers) worker.join();
     }
 
     /// Queues `job` and returns its handle; `on_progress` (optional) gets its progress. The
@@ -639,36 +643,46 @@ public:
         // Before any other thread can reach the job (cancel_all(), snapshot()): "queued" is
         // always its first callback.
         control->announce();
-        bool cancelled = false;
+        CONNPOOL_JOB_TEST_POINT("submit: announced, not yet queued", control->id());
+        enum class Outcome { queued, cancelled, no_worker } outcome = Outcome::queued;
+        std::exception_ptr thread_error;
         {
+            // One critical section registers the job, checks stopping_ and starts a worker, so
+            // the destructor (which sets stopping_ and takes the worker list under mu_) either
+            // finds the worker in the list or this job finds stopping_ set: never a worker it
+            // does not join (bug 10: a worker started while the destructor walked the list).
             std::lock_guard lock(mu_);
             forget_ended_jobs();
             // Concurrent submits may get here out of id order; jobs_ stays in submission order.
             const auto at = std::upper_bound(jobs_.begin(), jobs_.end(), control->id(),
                                              [](std::uint64_t id, const auto& j) { return id < j->id(); });
             jobs_.insert(at, control);
-            cancelled = stopping_; // submitted by a running job while the runner is destroyed
-        }
-        if (cancelled) {
-            control->finish(JobState::cancelled);
-            return JobHandle{std::move(control)};
-        }
-        CONNPOOL_JOB_TEST_POINT("submit: registered, not yet queued", control->id());
-        {
-            std::lock_guard lock(mu_);
-            queue_.push_back(Entry{control, std::move(job.run)});
-            // Start a worker unless enough are free for what is queued.
-            if (workers_.size() < limit_ && idle_ < queue_.size()) {
-                try {
-                    workers_.emplace_back([this] { work(); });
-                } catch (...) {
-                    if (workers_.empty()) { // nothing would ever run it
-                        queue_.pop_back();
-                        control->finish(JobState::failed, "connpool::JobRunner: cannot start a worker thread");
-                        throw;
+            if (stopping_) { // submitted by a running job while the runner is destroyed
+                outcome = Outcome::cancelled;
+            } else {
+                queue_.push_back(Entry{control, std::move(job.run)});
+                // Start a worker unless enough are free for what is queued.
+                if (workers_.size() < limit_ && idle_ < queue_.size()) {
+                    try {
+                        workers_.emplace_back([this] { work(); });
+                    } catch (...) {
+                        if (workers_.empty()) { // nothing would ever run it
+                            queue_.pop_back();
+                            outcome = Outcome::no_worker;
+                            thread_error = std::current_exception();
+                        }
                     }
                 }
             }
+        }
+        // The final callbacks run without mu_ held, so they may call back into the runner.
+        if (outcome == Outcome::cancelled) {
+            control->finish(JobState::cancelled);
+            return JobHandle{std::move(control)};
+        }
+        if (outcome == Outcome::no_worker) {
+            control->finish(JobState::failed, "connpool::JobRunner: cannot start a worker thread");
+            std::rethrow_exception(thread_error);
         }
         work_cv_.notify_one();
         return JobHandle{std::move(control)};
