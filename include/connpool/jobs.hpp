@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath> // std::exp: the rate's exponential smoothing
+#include <cmath> // std::exp: the rate's exponential smoothing; std::isnan: wait_for's timeout
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio> // std::fprintf: the default sink for callback errors
@@ -151,6 +151,19 @@ void drop_oldest_ended(std::vector<T>& items, std::size_t keep, Ended ended) {
         --excess;
         return true;
     });
+}
+
+/// Returns RunnerOptions::progress_interval as the throttle JobControl compares against:
+/// validated before it is converted (a negative interval is rejected naming the field and the
+/// value), and saturated to nanoseconds::max() ("never", a callback only when forced) when it
+/// does not fit in nanoseconds, e.g. milliseconds::max(), which a plain conversion wraps to -1 ms.
+inline std::chrono::nanoseconds throttle_from(std::chrono::milliseconds interval) {
+    if (interval.count() < 0)
+        throw std::invalid_argument("connpool::RunnerOptions: progress_interval must be >= 0 ms, got " +
+                                    std::to_string(interval.count()) + " ms");
+    constexpr auto most = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds::max());
+    if (interval >= most) return std::chrono::nanoseconds::max();
+    return interval;
 }
 
 /// Exponentially smoothed units per second. Not thread-safe: JobControl's mutex guards it.
@@ -528,10 +541,18 @@ public:
     /// discarded); returns the final state. Must not be called from the job's own callback.
     JobState wait() const { return control().wait(); }
 
-    /// Like wait(), for at most `timeout`; returns whether the job has ended.
+    /// Like wait(), for at most `timeout`; returns whether the job has ended. A timeout <= 0
+    /// does not block; one past the clock's range (hours::max(), infinity) waits for ever;
+    /// NaN throws std::invalid_argument.
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
         using clock = detail::job_clock;
+        if constexpr (std::is_floating_point_v<Rep>) {
+            // NaN compares false with everything, so it would reach the conversion below,
+            // whose result is undefined.
+            if (std::isnan(timeout.count()))
+                throw std::invalid_argument("connpool::JobHandle::wait_for: the timeout is nan");
+        }
         const auto now = clock::now();
         if (timeout <= timeout.zero()) return control().wait_until(now);
         // Compared in floating point: converting a huge timeout (milliseconds::max()) to clock
@@ -564,7 +585,8 @@ struct RunnerOptions {
     /// Most jobs running at once. Default 0 = the pool's max_size; never more than max_size.
     std::size_t max_running = 0;
     /// Least time between two progress callbacks of one job; state changes and reaching 100 %
-    /// are delivered regardless. Default 100 ms; 0 = every report.
+    /// are delivered regardless. Default 100 ms; 0 = every report; a value too large for
+    /// nanoseconds (e.g. milliseconds::max()) = never, only those; negative: invalid_argument.
     std::chrono::milliseconds progress_interval{100};
     /// How many ended jobs snapshot() keeps (the oldest go first). Default 1024.
     std::size_t keep_ended = 1024;
@@ -599,13 +621,9 @@ public:
         : pool_(pool),
           limit_(std::min(options.max_running == 0 ? pool.options().max_size : options.max_running,
                           pool.options().max_size)),
-          throttle_(options.progress_interval),
+          throttle_(detail::throttle_from(options.progress_interval)),
           keep_ended_(options.keep_ended),
-          sink_(std::make_shared<const CallbackErrorSink>(std::move(options.on_callback_error))) {
-        if (options.progress_interval.count() < 0)
-            throw std::invalid_argument("connpool::RunnerOptions: progress_interval must be >= 0 ms, got " +
-                                        std::to_string(options.progress_interval.count()));
-    }
+          sink_(std::make_shared<const CallbackErrorSink>(std::move(options.on_callback_error))) {}
 
     JobRunner(const JobRunner&) = delete;
     JobRunner& operator=(const JobRunner&) = delete;
