@@ -208,6 +208,36 @@ private:
     bool primed_ = false;
 };
 
+class JobControl;
+
+/// Marks, for as long as it lives, that this thread is inside `job`: running its operation or
+/// delivering one of its callbacks. Scopes nest (a callback may cancel another job, whose final
+/// callback then runs inside it), so they form a chain through the stack, one per thread.
+/// wait() and wait_all() read the chain to refuse a wait that could never return.
+class InsideJob {
+public:
+    explicit InsideJob(const JobControl& job) noexcept : job_(&job), outer_(innermost()) { innermost() = this; }
+    InsideJob(const InsideJob&) = delete;
+    InsideJob& operator=(const InsideJob&) = delete;
+    ~InsideJob() { innermost() = outer_; }
+
+    /// Returns whether this thread is inside `job` (at any depth).
+    [[nodiscard]] static bool here(const JobControl& job) noexcept {
+        for (const InsideJob* scope = innermost(); scope != nullptr; scope = scope->outer_)
+            if (scope->job_ == &job) return true;
+        return false;
+    }
+
+private:
+    static const InsideJob*& innermost() noexcept {
+        thread_local const InsideJob* scope = nullptr;
+        return scope;
+    }
+
+    const JobControl* job_;
+    const InsideJob* outer_;
+};
+
 /// The state of one job, shared by the runner, its handles and its reporter.
 ///
 /// Design: `mu_` guards every field below it. Callbacks run without the lock held, through a
@@ -352,13 +382,23 @@ public:
     /// Returns whether the job has ended and its final callback has run.
     [[nodiscard]] bool ended() const noexcept { return ended_flag_.load(std::memory_order_acquire); }
 
+    /// Throws std::logic_error if this thread is inside this job (its operation or one of its
+    /// callbacks): the job cannot end while the thread that would end it waits for it.
+    void check_not_inside(const char* who) const {
+        if (InsideJob::here(*this))
+            throw std::logic_error(std::string("connpool::") + who + ": called from a callback or the operation of job '" +
+                                   progress_.name + "' itself, so it would wait for ever");
+    }
+
     JobState wait() const {
+        check_not_inside("JobHandle::wait");
         std::unique_lock lock(mu_);
         ended_cv_.wait(lock, [&] { return ended_; });
         return progress_.state;
     }
 
     bool wait_until(job_clock::time_point deadline) const {
+        check_not_inside("JobHandle::wait_for");
         std::unique_lock lock(mu_);
         return ended_cv_.wait_until(lock, deadline, [&] { return ended_; });
     }
@@ -412,6 +452,7 @@ private:
             if (callback_) {
                 lock.unlock();
                 try {
+                    const InsideJob inside(*this);
                     callback_(p);
                 } catch (...) {
                     report_callback_error(p, std::current_exception());
@@ -538,12 +579,13 @@ public:
     [[nodiscard]] JobState state() const { return control().state(); }
 
     /// Blocks until the job has ended, its final callback has run and its lease is back (or
-    /// discarded); returns the final state. Must not be called from the job's own callback.
+    /// discarded); returns the final state. Throws std::logic_error when called from the job's
+    /// own callback or operation (it could never return); waiting for another job there works.
     JobState wait() const { return control().wait(); }
 
     /// Like wait(), for at most `timeout`; returns whether the job has ended. A timeout <= 0
     /// does not block; one past the clock's range (hours::max(), infinity) waits for ever;
-    /// NaN throws std::invalid_argument.
+    /// NaN throws std::invalid_argument; from the job's own callback or operation, logic_error.
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
         using clock = detail::job_clock;
@@ -723,7 +765,8 @@ public:
     }
 
     /// Blocks until every job submitted so far (and any submitted meanwhile) has ended and its
-    /// final callback has run.
+    /// final callback has run. Throws std::logic_error when called from a callback or operation
+    /// of a job that has not ended (it would wait for that job, i.e. for itself).
     void wait_all() const {
         for (;;) {
             std::vector<std::shared_ptr<detail::JobControl>> live;
@@ -733,6 +776,9 @@ public:
                     if (!job->ended()) live.push_back(job);
             }
             if (live.empty()) return;
+            // Checked before waiting for any: a wait_all() that would wait for its own job
+            // throws without having waited for the others.
+            for (const auto& job : live) job->check_not_inside("JobRunner::wait_all");
             for (const auto& job : live) job->wait();
         }
     }
@@ -830,6 +876,7 @@ private:
         std::string error;
         bool connection_ok = true;
         try {
+            const detail::InsideJob inside(control);
             entry.run(*lease, reporter);
             if (reporter.observed_stop()) end = JobState::cancelled;
         } catch (const OperationError& e) {
