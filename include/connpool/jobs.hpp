@@ -138,10 +138,11 @@ inline std::string describe(const std::exception_ptr& error) {
     }
 }
 
-/// Erases the oldest elements of `items` for which `ended` is true until at most `keep` such
-/// elements remain; the others keep their order.
-template <class T, class Ended>
-void drop_oldest_ended(std::vector<T>& items, std::size_t keep, Ended ended) {
+/// Erases the oldest elements of `items` (a vector or deque) for which `ended` is true until at
+/// most `keep` such elements remain; the others keep their order. Linear in items.size().
+template <class Container, class Ended>
+void drop_oldest_ended(Container& items, std::size_t keep, Ended ended) {
+    using T = typename Container::value_type;
     std::size_t count = 0;
     for (const auto& item : items) count += ended(item) ? 1 : 0;
     if (count <= keep) return;
@@ -258,6 +259,19 @@ public:
     }
 
     // ---- runner side ----
+
+    /// Keeps the runner's operation (type-erased: JobControl does not know the connection type)
+    /// until the job ends; the runner reads it back with operation() when the job starts.
+    void hold_operation(std::shared_ptr<void> operation) {
+        std::lock_guard lock(mu_);
+        operation_ = std::move(operation);
+    }
+
+    /// Returns the operation given to hold_operation(); empty once the job has ended.
+    [[nodiscard]] std::shared_ptr<void> operation() const {
+        std::lock_guard lock(mu_);
+        return operation_;
+    }
 
     /// Delivers the initial "queued" callback.
     void announce() {
@@ -460,6 +474,16 @@ private:
                 lock.lock();
             }
             if (final) {
+                // Nothing calls the job's callback or operation again: release them (and what
+                // they captured) before waking the waiters, so wait() returning means they are
+                // gone, and a handle or snapshot that outlives the job keeps only its Progress.
+                // Destroyed without the lock, as their destructors are user code.
+                ProgressCallback callback = std::exchange(callback_, nullptr);
+                std::shared_ptr<void> operation = std::move(operation_);
+                lock.unlock();
+                callback = nullptr;
+                operation.reset();
+                lock.lock();
                 ended_ = true;
                 ended_flag_.store(true, std::memory_order_release);
                 pending_ = false;
@@ -477,7 +501,8 @@ private:
         }
     }
 
-    const ProgressCallback callback_;
+    ProgressCallback callback_; // cleared once the final callback has run
+    std::shared_ptr<void> operation_; // the runner's operation, owned here so an ended job drops it
     const std::shared_ptr<const CallbackErrorSink> sink_;
     const std::chrono::nanoseconds throttle_;
     std::atomic<bool> stop_{false};
@@ -700,6 +725,7 @@ public:
             control = std::make_shared<detail::JobControl>(++last_id_, job.name, job.kind,
                                                            std::move(on_progress), sink_, throttle_);
         }
+        control->hold_operation(std::make_shared<operation_type>(std::move(job.run)));
         // Before any other thread can reach the job (cancel_all(), snapshot()): "queued" is
         // always its first callback.
         control->announce();
@@ -714,13 +740,15 @@ public:
             std::lock_guard lock(mu_);
             forget_ended_jobs();
             // Concurrent submits may get here out of id order; jobs_ stays in submission order.
-            const auto at = std::upper_bound(jobs_.begin(), jobs_.end(), control->id(),
-                                             [](std::uint64_t id, const auto& j) { return id < j->id(); });
+            // Searched from the back: only submits racing this one can be ahead of it, so this
+            // is O(1) however many jobs the runner keeps.
+            auto at = jobs_.end();
+            while (at != jobs_.begin() && (*std::prev(at))->id() > control->id()) --at;
             jobs_.insert(at, control);
             if (stopping_) { // submitted by a running job while the runner is destroyed
                 outcome = Outcome::cancelled;
             } else {
-                queue_.push_back(Entry{control, std::move(job.run)});
+                queue_.push_back(Entry{control});
                 // Start a worker unless enough are free for what is queued.
                 if (workers_.size() < limit_ && idle_ < queue_.size()) {
                     try {
@@ -754,7 +782,7 @@ public:
         std::vector<std::shared_ptr<detail::JobControl>> jobs;
         {
             std::lock_guard lock(mu_);
-            jobs = jobs_;
+            jobs.assign(jobs_.begin(), jobs_.end());
         }
         std::vector<Progress> out;
         out.reserve(jobs.size());
@@ -788,7 +816,7 @@ public:
         std::vector<std::shared_ptr<detail::JobControl>> jobs;
         {
             std::lock_guard lock(mu_);
-            jobs = jobs_;
+            jobs.assign(jobs_.begin(), jobs_.end());
         }
         for (const auto& job : jobs) job->cancel_if_queued();
     }
@@ -797,9 +825,10 @@ public:
     [[nodiscard]] std::size_t max_running() const noexcept { return limit_; }
 
 private:
+    using operation_type = std::function<void(connection_type&, ProgressReporter&)>;
+
     struct Entry {
-        std::shared_ptr<detail::JobControl> control;
-        std::function<void(connection_type&, ProgressReporter&)> run;
+        std::shared_ptr<detail::JobControl> control; // holds the operation until the job ends
     };
 
     void cancel_queued() {
@@ -816,9 +845,15 @@ private:
         while (!queue_.empty() && queue_.front().control->ended()) queue_.pop_front();
     }
 
-    // Requires mu_. Keeps at most keep_ended_ ended jobs in jobs_, dropping the oldest.
+    // Requires mu_. Drops the oldest ended jobs from jobs_ beyond keep_ended_, but only once
+    // jobs_ has doubled since the last trim: each trim is linear, so submit() is O(1) amortised
+    // (a trim on every submit made 40,000 submits quadratic). Between trims jobs_ holds at most
+    // about twice what it must; an ended job there keeps only its Progress (JobControl drops
+    // its callback and operation when it ends), and snapshot() trims its copy exactly.
     void forget_ended_jobs() {
+        if (jobs_.size() < trim_at_) return;
         detail::drop_oldest_ended(jobs_, keep_ended_, [](const auto& job) { return job->ended(); });
+        trim_at_ = std::max(2 * jobs_.size(), keep_ended_ + min_trim);
     }
 
     void work() {
@@ -871,13 +906,15 @@ private:
             lease.release();
             return;
         }
+        // Running: only this thread ends the job, so the operation is still held.
+        auto operation = std::static_pointer_cast<operation_type>(control.operation());
         ProgressReporter reporter(control);
         JobState end = JobState::succeeded;
         std::string error;
         bool connection_ok = true;
         try {
             const detail::InsideJob inside(control);
-            entry.run(*lease, reporter);
+            (*operation)(*lease, reporter);
             if (reporter.observed_stop()) end = JobState::cancelled;
         } catch (const OperationError& e) {
             end = JobState::failed;
@@ -887,6 +924,7 @@ private:
             error = detail::describe(std::current_exception());
             connection_ok = false;
         }
+        operation.reset(); // JobControl drops the last reference before wait() returns
         // The lease goes back before the final callback, so wait() returning implies it is back.
         if (connection_ok) {
             lease.release();
@@ -905,7 +943,9 @@ private:
     mutable std::mutex mu_;
     std::condition_variable work_cv_;
     std::deque<Entry> queue_;
-    std::vector<std::shared_ptr<detail::JobControl>> jobs_;
+    std::deque<std::shared_ptr<detail::JobControl>> jobs_; // submission order; see forget_ended_jobs()
+    static constexpr std::size_t min_trim = 64;
+    std::size_t trim_at_ = min_trim; // jobs_.size() at which the next submit trims it
     std::vector<std::thread> workers_;
     std::size_t idle_ = 0;
     std::size_t acquiring_ = 0; // workers inside pool_.acquire() for a queued job
