@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "counting_connection.hpp"
+#include "job_fixtures.hpp"
 
 using namespace std::chrono_literals;
 using connpool::JobHandle;
@@ -39,149 +40,33 @@ using connpool::ProgressReporter;
 using connpool::RunnerOptions;
 using connpool::testing::FakeConnection;
 using connpool::testing::FakeFactory;
+using namespace connpool::testing;
 
 namespace {
 
-using FakePool = connpool::Pool<FakeConnection, FakeFactory>;
-using Runner = connpool::JobRunner<FakePool>;
-using FakeJob = connpool::Job<FakeConnection>;
-using Operation = std::function<void(FakeConnection&, ProgressReporter&)>;
-
-/// How long anything may block before a test gives up: a deadlock guard, not a speed claim.
-constexpr auto kGuard = 10s;
-
-connpool::PoolOptions pool_options(std::size_t max_size) {
-    connpool::PoolOptions o;
-    o.max_size = max_size;
-    o.acquire_timeout = 30s;
-    o.maintenance_interval = 0ms; // no background thread
-    return o;
-}
-
-/// Runner options with callbacks delivered on every report (progress_interval 0).
-RunnerOptions unthrottled() {
-    RunnerOptions o;
-    o.progress_interval = 0ms;
-    return o;
-}
-
-/// Runner options whose throttle never lets a non-forced callback through during a test.
-RunnerOptions forced_only() {
-    RunnerOptions o;
-    o.progress_interval = std::chrono::milliseconds{std::chrono::hours{1}};
-    return o;
-}
-
-FakeJob make_job(std::string name, Operation run, JobKind kind = JobKind::backup) {
-    return FakeJob{std::move(name), kind, std::move(run)};
-}
-
-/// A one-shot signal with a guarded wait.
-class Gate {
-public:
-    void open() {
-        {
-            std::lock_guard lock(mutex_);
-            open_ = true;
-        }
-        cv_.notify_all();
+/// A factory and, made by make_pool() in the test body, a pool of its fake connections. The
+/// test's own runner is a local, so it is gone before the fixture destroys the pool and checks
+/// that every connection created was destroyed exactly once.
+class JobsFixture : public ::testing::Test {
+protected:
+    ~JobsFixture() override {
+        pool_.reset();
+        expect_balanced(f);
     }
-    /// Waits until opened; false if kGuard (or `timeout`) passed first.
-    [[nodiscard]] bool wait(std::chrono::milliseconds timeout = kGuard) {
-        std::unique_lock lock(mutex_);
-        return cv_.wait_for(lock, timeout, [&] { return open_; });
-    }
-    [[nodiscard]] bool is_open() {
-        std::lock_guard lock(mutex_);
-        return open_;
-    }
+
+    /// Makes the test's pool: `max_size` fake connections, acquire_timeout 30 s, no maintenance.
+    FakePool& make_pool(std::size_t max_size) { return pool_.emplace(f, pool_options(max_size)); }
+
+    FakeFactory f;
 
 private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool open_ = false;
+    std::optional<FakePool> pool_;
 };
 
-/// Used inside operations: a gate that never opens fails the job instead of hanging the test.
-void wait_or_fail(Gate& gate) {
-    if (!gate.wait()) throw connpool::OperationError("test gate was never opened (deadlock guard)");
-}
-
-/// Records every callback of one job, and whether two of them ever overlapped.
-class Recorder {
-public:
-    Recorder() = default;
-    explicit Recorder(std::function<void(const Progress&)> hook) : hook_(std::move(hook)) {}
-
-    connpool::ProgressCallback callback() {
-        return [this](const Progress& p) {
-            if (inside_.fetch_add(1) != 0) overlaps_.fetch_add(1);
-            struct Leave {
-                std::atomic<int>& inside;
-                ~Leave() { inside.fetch_sub(1); }
-            } leave{inside_};
-            {
-                std::lock_guard lock(mutex_);
-                seen_.push_back(p);
-            }
-            if (hook_) hook_(p);
-        };
-    }
-
-    [[nodiscard]] std::vector<Progress> all() {
-        std::lock_guard lock(mutex_);
-        return seen_;
-    }
-    [[nodiscard]] std::vector<JobState> states() {
-        std::vector<JobState> out;
-        for (const auto& p : all()) out.push_back(p.state);
-        return out;
-    }
-    [[nodiscard]] int overlaps() const { return overlaps_.load(); }
-
-private:
-    std::function<void(const Progress&)> hook_;
-    std::mutex mutex_;
-    std::vector<Progress> seen_;
-    std::atomic<int> inside_{0};
-    std::atomic<int> overlaps_{0};
-};
-
-void expect_consistent(const connpool::PoolStats& s) {
-    EXPECT_EQ(s.open, s.idle + s.in_use);
-    EXPECT_EQ(s.created - s.destroyed, s.open);
-    EXPECT_LE(s.open, s.max_size);
-}
-
-void expect_balanced(const FakeFactory& f) {
-    EXPECT_EQ(f.registry->created.load(), f.registry->destroyed.load());
-    EXPECT_EQ(f.registry->double_destroys.load(), 0u);
-    EXPECT_EQ(f.registry->alive_count(), 0u);
-}
-
-/// Polls `done` until it holds or kGuard passes (for states with no event to wait on, like a
-/// thread having entered the pool's acquire()).
-template <class Pred>
-[[nodiscard]] bool eventually(Pred done) {
-    const auto deadline = std::chrono::steady_clock::now() + kGuard;
-    while (!done()) {
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        std::this_thread::sleep_for(1ms);
-    }
-    return true;
-}
-
-/// An operation that blocks until `release` opens, after opening `started`.
-Operation blocking(Gate& started, Gate& release) {
-    return [&started, &release](FakeConnection&, ProgressReporter&) {
-        started.open();
-        wait_or_fail(release);
-    };
-}
-
-Operation noop() {
-    return [](FakeConnection&, ProgressReporter&) {};
-}
+class JobRunnerTest : public JobsFixture {};
+class JobHandleTest : public JobsFixture {};
+class ProgressTest : public JobsFixture {};
+class ProgressReporterTest : public JobsFixture {};
 
 } // namespace
 
@@ -218,207 +103,182 @@ TEST(Progress, fraction_is_empty_while_the_total_is_unknown_and_capped_at_one) {
 
 // ---- states -------------------------------------------------------------------------------
 
-TEST(JobRunner, runs_a_job_from_queued_through_running_to_succeeded) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(2)};
-        Recorder rec;
-        Runner runner{pool, forced_only()};
-        std::atomic<int> runs{0};
-        std::atomic<std::uint64_t> conn_id{0};
-        JobHandle h = runner.submit(make_job("orders.db",
-                                             [&](FakeConnection& c, ProgressReporter&) {
-                                                 runs.fetch_add(1);
-                                                 conn_id = c.id();
-                                             },
-                                             JobKind::restore),
-                                    rec.callback());
-        ASSERT_TRUE(h.valid());
-        EXPECT_EQ(h.id(), 1u);
-        ASSERT_TRUE(h.wait_for(kGuard));
-        EXPECT_EQ(h.wait(), JobState::succeeded);
-        EXPECT_EQ(h.state(), JobState::succeeded);
-        EXPECT_EQ(h.error(), "");
-        EXPECT_EQ(runs.load(), 1);
-        EXPECT_EQ(conn_id.load(), 1u);
-        EXPECT_EQ(rec.states(),
-                  (std::vector<JobState>{JobState::queued, JobState::running, JobState::succeeded}));
-        for (const auto& p : rec.all()) {
-            EXPECT_EQ(p.id, 1u);
-            EXPECT_EQ(p.name, "orders.db");
-            EXPECT_EQ(p.kind, JobKind::restore);
-        }
-        const Progress p = h.progress();
+TEST_F(JobRunnerTest, runs_a_job_from_queued_through_running_to_succeeded) {
+    FakePool& pool = make_pool(2);
+    Recorder rec;
+    Runner runner{pool, forced_only()};
+    std::atomic<int> runs{0};
+    std::atomic<std::uint64_t> conn_id{0};
+    JobHandle h = runner.submit(make_job("orders.db",
+                                         [&](FakeConnection& c, ProgressReporter&) {
+                                             runs.fetch_add(1);
+                                             conn_id = c.id();
+                                         },
+                                         JobKind::restore),
+                                rec.callback());
+    ASSERT_TRUE(h.valid());
+    EXPECT_EQ(h.id(), 1u);
+    ASSERT_TRUE(h.wait_for(kGuard));
+    EXPECT_EQ(h.wait(), JobState::succeeded);
+    EXPECT_EQ(h.state(), JobState::succeeded);
+    EXPECT_EQ(h.error(), "");
+    EXPECT_EQ(runs.load(), 1);
+    EXPECT_EQ(conn_id.load(), 1u);
+    EXPECT_EQ(rec.states(),
+              (std::vector<JobState>{JobState::queued, JobState::running, JobState::succeeded}));
+    for (const auto& p : rec.all()) {
+        EXPECT_EQ(p.id, 1u);
         EXPECT_EQ(p.name, "orders.db");
         EXPECT_EQ(p.kind, JobKind::restore);
-        const auto s = pool.stats();
-        EXPECT_EQ(s.acquired, 1u);
-        EXPECT_EQ(s.in_use, 0u);
-        EXPECT_EQ(s.idle, 1u);
-        EXPECT_EQ(s.discarded, 0u);
-        expect_consistent(s);
     }
-    expect_balanced(f);
+    const Progress p = h.progress();
+    EXPECT_EQ(p.name, "orders.db");
+    EXPECT_EQ(p.kind, JobKind::restore);
+    const auto s = pool.stats();
+    EXPECT_EQ(s.acquired, 1u);
+    EXPECT_EQ(s.in_use, 0u);
+    EXPECT_EQ(s.idle, 1u);
+    EXPECT_EQ(s.discarded, 0u);
+    expect_consistent(s);
 }
 
-TEST(JobRunner, a_job_whose_operation_throws_fails_with_its_message_and_discards_the_connection) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(1)};
-        Recorder rec;
-        Runner runner{pool, forced_only()};
-        JobHandle h = runner.submit(
-            make_job("broken", [](FakeConnection&, ProgressReporter&) { throw std::runtime_error("disk on fire"); }),
-            rec.callback());
-        EXPECT_EQ(h.wait(), JobState::failed);
-        EXPECT_EQ(h.error(), "disk on fire");
-        EXPECT_EQ(h.progress().error, "disk on fire");
-        ASSERT_FALSE(rec.all().empty());
-        EXPECT_EQ(rec.all().back().state, JobState::failed);
-        EXPECT_EQ(rec.all().back().error, "disk on fire");
-        EXPECT_FALSE(rec.all().back().eta.has_value());
+TEST_F(JobRunnerTest, a_job_whose_operation_throws_fails_with_its_message_and_discards_the_connection) {
+    FakePool& pool = make_pool(1);
+    Recorder rec;
+    Runner runner{pool, forced_only()};
+    JobHandle h = runner.submit(
+        make_job("broken", [](FakeConnection&, ProgressReporter&) { throw std::runtime_error("disk on fire"); }),
+        rec.callback());
+    EXPECT_EQ(h.wait(), JobState::failed);
+    EXPECT_EQ(h.error(), "disk on fire");
+    EXPECT_EQ(h.progress().error, "disk on fire");
+    ASSERT_FALSE(rec.all().empty());
+    EXPECT_EQ(rec.all().back().state, JobState::failed);
+    EXPECT_EQ(rec.all().back().error, "disk on fire");
+    EXPECT_FALSE(rec.all().back().eta.has_value());
 
-        auto s = pool.stats();
-        EXPECT_EQ(s.discarded, 1u);
-        EXPECT_EQ(s.in_use, 0u);
-        EXPECT_EQ(s.open, 0u);
-        EXPECT_EQ(f.registry->destroyed.load(), 1u);
-        EXPECT_EQ(f.registry->alive_count(), 0u);
-        expect_consistent(s);
+    auto s = pool.stats();
+    EXPECT_EQ(s.discarded, 1u);
+    EXPECT_EQ(s.in_use, 0u);
+    EXPECT_EQ(s.open, 0u);
+    EXPECT_EQ(f.registry->destroyed.load(), 1u);
+    EXPECT_EQ(f.registry->alive_count(), 0u);
+    expect_consistent(s);
 
-        // The pool replaces the discarded connection for the next job.
-        std::atomic<std::uint64_t> next_id{0};
-        JobHandle h2 = runner.submit(make_job("next", [&](FakeConnection& c, ProgressReporter&) { next_id = c.id(); }));
-        EXPECT_EQ(h2.wait(), JobState::succeeded);
-        EXPECT_EQ(next_id.load(), 2u);
-        s = pool.stats();
-        EXPECT_EQ(s.discarded, 1u);
-        EXPECT_EQ(s.created, 2u);
-        EXPECT_EQ(s.destroyed, 1u);
-        expect_consistent(s);
-    }
-    expect_balanced(f);
+    // The pool replaces the discarded connection for the next job.
+    std::atomic<std::uint64_t> next_id{0};
+    JobHandle h2 = runner.submit(make_job("next", [&](FakeConnection& c, ProgressReporter&) { next_id = c.id(); }));
+    EXPECT_EQ(h2.wait(), JobState::succeeded);
+    EXPECT_EQ(next_id.load(), 2u);
+    s = pool.stats();
+    EXPECT_EQ(s.discarded, 1u);
+    EXPECT_EQ(s.created, 2u);
+    EXPECT_EQ(s.destroyed, 1u);
+    expect_consistent(s);
 }
 
-TEST(JobRunner, a_job_that_throws_operation_error_fails_but_gives_its_connection_back) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(1)};
-        Runner runner{pool};
-        JobHandle h = runner.submit(make_job("bad input", [](FakeConnection&, ProgressReporter&) {
-            throw connpool::OperationError("backup.db is not a database");
-        }));
-        EXPECT_EQ(h.wait(), JobState::failed);
-        EXPECT_EQ(h.error(), "backup.db is not a database");
-        auto s = pool.stats();
-        EXPECT_EQ(s.discarded, 0u);
-        EXPECT_EQ(s.idle, 1u);
-        EXPECT_EQ(s.in_use, 0u);
-        EXPECT_EQ(f.registry->destroyed.load(), 0u);
-        expect_consistent(s);
+TEST_F(JobRunnerTest, a_job_that_throws_operation_error_fails_but_gives_its_connection_back) {
+    FakePool& pool = make_pool(1);
+    Runner runner{pool};
+    JobHandle h = runner.submit(make_job("bad input", [](FakeConnection&, ProgressReporter&) {
+        throw connpool::OperationError("backup.db is not a database");
+    }));
+    EXPECT_EQ(h.wait(), JobState::failed);
+    EXPECT_EQ(h.error(), "backup.db is not a database");
+    auto s = pool.stats();
+    EXPECT_EQ(s.discarded, 0u);
+    EXPECT_EQ(s.idle, 1u);
+    EXPECT_EQ(s.in_use, 0u);
+    EXPECT_EQ(f.registry->destroyed.load(), 0u);
+    expect_consistent(s);
 
-        std::atomic<std::uint64_t> next_id{0};
-        JobHandle h2 = runner.submit(make_job("next", [&](FakeConnection& c, ProgressReporter&) { next_id = c.id(); }));
-        EXPECT_EQ(h2.wait(), JobState::succeeded);
-        EXPECT_EQ(next_id.load(), 1u) << "the connection should have been reused";
-        EXPECT_EQ(pool.stats().created, 1u);
-    }
-    expect_balanced(f);
+    std::atomic<std::uint64_t> next_id{0};
+    JobHandle h2 = runner.submit(make_job("next", [&](FakeConnection& c, ProgressReporter&) { next_id = c.id(); }));
+    EXPECT_EQ(h2.wait(), JobState::succeeded);
+    EXPECT_EQ(next_id.load(), 1u) << "the connection should have been reused";
+    EXPECT_EQ(pool.stats().created, 1u);
 }
 
-TEST(JobRunner, a_job_that_throws_something_not_derived_from_std_exception_fails_and_discards) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(1)};
-        Runner runner{pool};
-        JobHandle h = runner.submit(make_job("odd", [](FakeConnection&, ProgressReporter&) { throw 42; }));
-        EXPECT_EQ(h.wait(), JobState::failed);
-        EXPECT_FALSE(h.error().empty());
-        EXPECT_EQ(pool.stats().discarded, 1u);
-        expect_consistent(pool.stats());
-    }
-    expect_balanced(f);
+TEST_F(JobRunnerTest, a_job_that_throws_something_not_derived_from_std_exception_fails_and_discards) {
+    FakePool& pool = make_pool(1);
+    Runner runner{pool};
+    JobHandle h = runner.submit(make_job("odd", [](FakeConnection&, ProgressReporter&) { throw 42; }));
+    EXPECT_EQ(h.wait(), JobState::failed);
+    EXPECT_FALSE(h.error().empty());
+    EXPECT_EQ(pool.stats().discarded, 1u);
+    expect_consistent(pool.stats());
 }
 
 // ---- cancellation -------------------------------------------------------------------------
 
-TEST(JobHandle, cancelling_a_queued_job_ends_it_cancelled_without_running_it_or_taking_a_lease) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(1)};
-        Runner runner{pool, forced_only()};
-        Gate started, release;
-        JobHandle first = runner.submit(make_job("first", blocking(started, release)));
-        ASSERT_TRUE(started.wait());
-        EXPECT_EQ(pool.stats().acquired, 1u);
+TEST_F(JobHandleTest, cancelling_a_queued_job_ends_it_cancelled_without_running_it_or_taking_a_lease) {
+    FakePool& pool = make_pool(1);
+    Runner runner{pool, forced_only()};
+    Gate started, release;
+    JobHandle first = runner.submit(make_job("first", blocking(started, release)));
+    ASSERT_TRUE(started.wait());
+    EXPECT_EQ(pool.stats().acquired, 1u);
 
-        std::atomic<bool> ran{false};
-        Recorder rec;
-        JobHandle second = runner.submit(make_job("second", [&](FakeConnection&, ProgressReporter&) { ran = true; }),
-                                         rec.callback());
-        EXPECT_EQ(second.state(), JobState::queued);
-        second.cancel();
-        // Cancelling a queued job is immediate: it has ended before cancel() returns.
-        EXPECT_EQ(second.state(), JobState::cancelled);
-        ASSERT_TRUE(second.wait_for(0ms));
-        EXPECT_EQ(second.wait(), JobState::cancelled);
-        EXPECT_EQ(second.error(), "");
-        EXPECT_EQ(rec.states(), (std::vector<JobState>{JobState::queued, JobState::cancelled}));
-        EXPECT_EQ(pool.stats().acquired, 1u);
-        EXPECT_EQ(first.state(), JobState::running);
+    std::atomic<bool> ran{false};
+    Recorder rec;
+    JobHandle second = runner.submit(make_job("second", [&](FakeConnection&, ProgressReporter&) { ran = true; }),
+                                     rec.callback());
+    EXPECT_EQ(second.state(), JobState::queued);
+    second.cancel();
+    // Cancelling a queued job is immediate: it has ended before cancel() returns.
+    EXPECT_EQ(second.state(), JobState::cancelled);
+    ASSERT_TRUE(second.wait_for(0ms));
+    EXPECT_EQ(second.wait(), JobState::cancelled);
+    EXPECT_EQ(second.error(), "");
+    EXPECT_EQ(rec.states(), (std::vector<JobState>{JobState::queued, JobState::cancelled}));
+    EXPECT_EQ(pool.stats().acquired, 1u);
+    EXPECT_EQ(first.state(), JobState::running);
 
-        release.open();
-        EXPECT_EQ(first.wait(), JobState::succeeded);
-        runner.wait_all();
-        EXPECT_FALSE(ran.load());
-        EXPECT_EQ(pool.stats().acquired, 1u) << "the cancelled job must never take a lease";
-        const Progress p = second.progress();
-        EXPECT_EQ(p.elapsed, 0ns) << "a job that never ran has no running time";
-        EXPECT_FALSE(p.eta.has_value());
-    }
-    expect_balanced(f);
+    release.open();
+    EXPECT_EQ(first.wait(), JobState::succeeded);
+    runner.wait_all();
+    EXPECT_FALSE(ran.load());
+    EXPECT_EQ(pool.stats().acquired, 1u) << "the cancelled job must never take a lease";
+    const Progress p = second.progress();
+    EXPECT_EQ(p.elapsed, 0ns) << "a job that never ran has no running time";
+    EXPECT_FALSE(p.eta.has_value());
 }
 
-TEST(JobHandle, cancelling_a_running_job_that_checks_stop_ends_it_cancelled_and_returns_its_lease) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(1)};
-        Runner runner{pool, forced_only()};
-        Gate started;
-        std::atomic<bool> saw_stop{false};
-        Recorder rec;
-        JobHandle h = runner.submit(make_job("long",
-                                             [&](FakeConnection&, ProgressReporter& r) {
-                                                 started.open();
-                                                 const auto deadline = std::chrono::steady_clock::now() + kGuard;
-                                                 while (!r.stop_requested()) {
-                                                     if (std::chrono::steady_clock::now() > deadline)
-                                                         throw connpool::OperationError("never asked to stop");
-                                                     std::this_thread::yield();
-                                                 }
-                                                 saw_stop = true;
-                                             }),
-                                    rec.callback());
-        ASSERT_TRUE(started.wait());
-        EXPECT_EQ(h.state(), JobState::running);
-        h.cancel();
-        EXPECT_EQ(h.wait(), JobState::cancelled);
-        EXPECT_TRUE(saw_stop.load());
-        EXPECT_EQ(h.error(), "") << "cancelled is not failed";
-        EXPECT_EQ(rec.states(),
-                  (std::vector<JobState>{JobState::queued, JobState::running, JobState::cancelled}));
-        const auto s = pool.stats();
-        EXPECT_EQ(s.discarded, 0u);
-        EXPECT_EQ(s.in_use, 0u);
-        EXPECT_EQ(s.idle, 1u);
-        expect_consistent(s);
-    }
-    expect_balanced(f);
+TEST_F(JobHandleTest, cancelling_a_running_job_that_checks_stop_ends_it_cancelled_and_returns_its_lease) {
+    FakePool& pool = make_pool(1);
+    Runner runner{pool, forced_only()};
+    Gate started;
+    std::atomic<bool> saw_stop{false};
+    Recorder rec;
+    JobHandle h = runner.submit(make_job("long",
+                                         [&](FakeConnection&, ProgressReporter& r) {
+                                             started.open();
+                                             const auto deadline = std::chrono::steady_clock::now() + kGuard;
+                                             while (!r.stop_requested()) {
+                                                 if (std::chrono::steady_clock::now() > deadline)
+                                                     throw connpool::OperationError("never asked to stop");
+                                                 std::this_thread::yield();
+                                             }
+                                             saw_stop = true;
+                                         }),
+                                rec.callback());
+    ASSERT_TRUE(started.wait());
+    EXPECT_EQ(h.state(), JobState::running);
+    h.cancel();
+    EXPECT_EQ(h.wait(), JobState::cancelled);
+    EXPECT_TRUE(saw_stop.load());
+    EXPECT_EQ(h.error(), "") << "cancelled is not failed";
+    EXPECT_EQ(rec.states(),
+              (std::vector<JobState>{JobState::queued, JobState::running, JobState::cancelled}));
+    const auto s = pool.stats();
+    EXPECT_EQ(s.discarded, 0u);
+    EXPECT_EQ(s.in_use, 0u);
+    EXPECT_EQ(s.idle, 1u);
+    expect_consistent(s);
 }
 
-TEST(JobHandle, a_running_job_that_never_sees_the_stop_request_ends_succeeded) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, a_running_job_that_never_sees_the_stop_request_ends_succeeded) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate started, release;
     std::atomic<bool> stop_before{true};
@@ -435,9 +295,8 @@ TEST(JobHandle, a_running_job_that_never_sees_the_stop_request_ends_succeeded) {
     EXPECT_EQ(h.error(), "");
 }
 
-TEST(ProgressReporter, an_operation_that_sees_stop_and_then_throws_ends_failed_not_cancelled) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(ProgressReporterTest, an_operation_that_sees_stop_and_then_throws_ends_failed_not_cancelled) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate started;
     JobHandle h = runner.submit(make_job("cleanup fails", [&](FakeConnection&, ProgressReporter& r) {
@@ -452,60 +311,55 @@ TEST(ProgressReporter, an_operation_that_sees_stop_and_then_throws_ends_failed_n
     EXPECT_EQ(h.error(), "could not remove the partial file");
 }
 
-TEST(JobRunner, cancel_all_cancels_queued_jobs_at_once_and_running_ones_at_their_next_stop_check) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(2)};
-        Runner runner{pool};
-        Gate started_a, started_b, may_stop;
-        // The running jobs look at stop_requested() only once the test has seen the queued
-        // ones cancelled, so no worker comes back for more work before cancel_all() is done.
-        auto until_stopped = [&may_stop](Gate& started) {
-            return [&started, &may_stop](FakeConnection&, ProgressReporter& r) {
-                started.open();
-                wait_or_fail(may_stop);
-                const auto deadline = std::chrono::steady_clock::now() + kGuard;
-                while (!r.stop_requested()) {
-                    if (std::chrono::steady_clock::now() > deadline) throw connpool::OperationError("never stopped");
-                    std::this_thread::yield();
-                }
-            };
+TEST_F(JobRunnerTest, cancel_all_cancels_queued_jobs_at_once_and_running_ones_at_their_next_stop_check) {
+    FakePool& pool = make_pool(2);
+    Runner runner{pool};
+    Gate started_a, started_b, may_stop;
+    // The running jobs look at stop_requested() only once the test has seen the queued
+    // ones cancelled, so no worker comes back for more work before cancel_all() is done.
+    auto until_stopped = [&may_stop](Gate& started) {
+        return [&started, &may_stop](FakeConnection&, ProgressReporter& r) {
+            started.open();
+            wait_or_fail(may_stop);
+            const auto deadline = std::chrono::steady_clock::now() + kGuard;
+            while (!r.stop_requested()) {
+                if (std::chrono::steady_clock::now() > deadline) throw connpool::OperationError("never stopped");
+                std::this_thread::yield();
+            }
         };
-        std::atomic<int> queued_runs{0};
-        auto counted = [&](FakeConnection&, ProgressReporter&) { queued_runs.fetch_add(1); };
-        JobHandle a = runner.submit(make_job("a", until_stopped(started_a)));
-        JobHandle b = runner.submit(make_job("b", until_stopped(started_b)));
-        ASSERT_TRUE(started_a.wait());
-        ASSERT_TRUE(started_b.wait());
-        JobHandle c = runner.submit(make_job("c", counted));
-        JobHandle d = runner.submit(make_job("d", counted));
-        EXPECT_EQ(c.state(), JobState::queued);
-        EXPECT_EQ(d.state(), JobState::queued);
+    };
+    std::atomic<int> queued_runs{0};
+    auto counted = [&](FakeConnection&, ProgressReporter&) { queued_runs.fetch_add(1); };
+    JobHandle a = runner.submit(make_job("a", until_stopped(started_a)));
+    JobHandle b = runner.submit(make_job("b", until_stopped(started_b)));
+    ASSERT_TRUE(started_a.wait());
+    ASSERT_TRUE(started_b.wait());
+    JobHandle c = runner.submit(make_job("c", counted));
+    JobHandle d = runner.submit(make_job("d", counted));
+    EXPECT_EQ(c.state(), JobState::queued);
+    EXPECT_EQ(d.state(), JobState::queued);
 
-        runner.cancel_all();
-        EXPECT_EQ(c.state(), JobState::cancelled);
-        EXPECT_EQ(d.state(), JobState::cancelled);
-        EXPECT_EQ(a.state(), JobState::running);
-        EXPECT_EQ(b.state(), JobState::running);
-        may_stop.open();
-        runner.wait_all();
-        for (const JobHandle* h : {&a, &b, &c, &d}) {
-            EXPECT_EQ(h->state(), JobState::cancelled) << h->progress().name;
-            EXPECT_EQ(h->error(), "") << h->progress().name;
-        }
-        EXPECT_EQ(queued_runs.load(), 0);
-        const auto s = pool.stats();
-        EXPECT_EQ(s.acquired, 2u);
-        EXPECT_EQ(s.in_use, 0u);
-        EXPECT_EQ(s.discarded, 0u);
-        expect_consistent(s);
+    runner.cancel_all();
+    EXPECT_EQ(c.state(), JobState::cancelled);
+    EXPECT_EQ(d.state(), JobState::cancelled);
+    EXPECT_EQ(a.state(), JobState::running);
+    EXPECT_EQ(b.state(), JobState::running);
+    may_stop.open();
+    runner.wait_all();
+    for (const JobHandle* h : {&a, &b, &c, &d}) {
+        EXPECT_EQ(h->state(), JobState::cancelled) << h->progress().name;
+        EXPECT_EQ(h->error(), "") << h->progress().name;
     }
-    expect_balanced(f);
+    EXPECT_EQ(queued_runs.load(), 0);
+    const auto s = pool.stats();
+    EXPECT_EQ(s.acquired, 2u);
+    EXPECT_EQ(s.in_use, 0u);
+    EXPECT_EQ(s.discarded, 0u);
+    expect_consistent(s);
 }
 
-TEST(JobHandle, cancelling_a_job_that_has_ended_changes_nothing) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, cancelling_a_job_that_has_ended_changes_nothing) {
+    FakePool& pool = make_pool(1);
     Recorder rec;
     Runner runner{pool};
     JobHandle h = runner.submit(make_job("done", noop()), rec.callback());
@@ -518,9 +372,8 @@ TEST(JobHandle, cancelling_a_job_that_has_ended_changes_nothing) {
     EXPECT_EQ(rec.all().size(), callbacks);
 }
 
-TEST(JobHandle, copies_refer_to_the_same_job) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, copies_refer_to_the_same_job) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate started, release;
     JobHandle first = runner.submit(make_job("first", blocking(started, release)));
@@ -537,9 +390,8 @@ TEST(JobHandle, copies_refer_to_the_same_job) {
     EXPECT_EQ(first.wait(), JobState::succeeded);
 }
 
-TEST(JobHandle, a_callback_may_cancel_its_own_job_without_deadlock) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, a_callback_may_cancel_its_own_job_without_deadlock) {
+    FakePool& pool = make_pool(1);
     auto handle = std::make_shared<JobHandle>();
     Gate handle_ready;
     Recorder rec([&](const Progress& p) {
@@ -565,9 +417,8 @@ TEST(JobHandle, a_callback_may_cancel_its_own_job_without_deadlock) {
 
 // ---- progress callbacks -------------------------------------------------------------------
 
-TEST(JobRunner, delivers_every_state_change_and_reaching_one_hundred_percent_despite_the_throttle) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, delivers_every_state_change_and_reaching_one_hundred_percent_despite_the_throttle) {
+    FakePool& pool = make_pool(1);
     Recorder rec;
     Runner runner{pool, forced_only()};
     JobHandle h = runner.submit(make_job("t",
@@ -595,9 +446,8 @@ TEST(JobRunner, delivers_every_state_change_and_reaching_one_hundred_percent_des
     EXPECT_DOUBLE_EQ(*seen[3].fraction(), 1.0);
 }
 
-TEST(JobRunner, the_final_callback_is_the_last_and_shows_all_the_work_done) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, the_final_callback_is_the_last_and_shows_all_the_work_done) {
+    FakePool& pool = make_pool(1);
     Recorder rec;
     Runner runner{pool, unthrottled()};
     // The total is never announced: the final callback reports the work done as the total.
@@ -623,9 +473,8 @@ TEST(JobRunner, the_final_callback_is_the_last_and_shows_all_the_work_done) {
     EXPECT_EQ(rec.all().size(), seen.size());
 }
 
-TEST(JobRunner, with_a_zero_interval_every_report_is_delivered_in_order) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, with_a_zero_interval_every_report_is_delivered_in_order) {
+    FakePool& pool = make_pool(1);
     Recorder rec;
     Runner runner{pool, unthrottled()};
     constexpr std::uint64_t n = 200;
@@ -651,9 +500,8 @@ TEST(JobRunner, with_a_zero_interval_every_report_is_delivered_in_order) {
     EXPECT_EQ(seen.back().done, n);
 }
 
-TEST(JobRunner, throttles_progress_callbacks_to_at_most_one_per_interval) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, throttles_progress_callbacks_to_at_most_one_per_interval) {
+    FakePool& pool = make_pool(1);
     Recorder rec;
     RunnerOptions o;
     constexpr auto interval = 50ms;
@@ -705,9 +553,8 @@ TEST(JobRunner, throttles_progress_callbacks_to_at_most_one_per_interval) {
 // cancel_all() from another thread while the job's first ("queued") callback still runs on the
 // submitting thread. Whether cancel_all() already sees the job is the runner's business; if it
 // cancels it, the "cancelled" callback must wait for the "queued" one to return.
-TEST(JobRunner, callbacks_of_one_job_never_overlap_when_another_thread_cancels_during_one) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, callbacks_of_one_job_never_overlap_when_another_thread_cancels_during_one) {
+    FakePool& pool = make_pool(1);
     Gate in_queued_callback, cancel_returned;
     std::atomic<bool> cancel_returned_before_final{false};
     Recorder rec([&](const Progress& p) {
@@ -747,9 +594,8 @@ TEST(JobRunner, callbacks_of_one_job_never_overlap_when_another_thread_cancels_d
     }
 }
 
-TEST(JobRunner, slow_callbacks_from_many_reports_never_overlap_and_never_go_back) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(2)};
+TEST_F(JobRunnerTest, slow_callbacks_from_many_reports_never_overlap_and_never_go_back) {
+    FakePool& pool = make_pool(2);
     std::uint64_t last_done = 0; // touched only inside callbacks: TSan checks they are ordered
     int decreases = 0;
     Recorder rec([&](const Progress& p) {
@@ -792,9 +638,8 @@ TEST(JobRunner, slow_callbacks_from_many_reports_never_overlap_and_never_go_back
     EXPECT_EQ(rec.all().size(), n + 4 + n / 50); // queued, running, set_total, advances, retries, final
 }
 
-TEST(JobRunner, a_throwing_callback_goes_to_the_error_sink_and_the_job_goes_on) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, a_throwing_callback_goes_to_the_error_sink_and_the_job_goes_on) {
+    FakePool& pool = make_pool(1);
     struct SinkCall {
         Progress progress;
         std::string message;
@@ -841,9 +686,8 @@ TEST(JobRunner, a_throwing_callback_goes_to_the_error_sink_and_the_job_goes_on) 
     EXPECT_EQ(sink_calls.size(), 3u);
 }
 
-TEST(JobRunner, a_throwing_error_sink_is_swallowed_and_the_job_still_succeeds) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, a_throwing_error_sink_is_swallowed_and_the_job_still_succeeds) {
+    FakePool& pool = make_pool(1);
     RunnerOptions o;
     std::atomic<int> sink_calls{0};
     o.on_callback_error = [&](const Progress&, std::exception_ptr) {
@@ -859,9 +703,8 @@ TEST(JobRunner, a_throwing_error_sink_is_swallowed_and_the_job_still_succeeds) {
     EXPECT_EQ(h2.wait(), JobState::succeeded);
 }
 
-TEST(JobRunner, the_default_error_sink_writes_the_job_name_and_the_error_to_stderr) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, the_default_error_sink_writes_the_job_name_and_the_error_to_stderr) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     ::testing::internal::CaptureStderr();
     JobHandle h = runner.submit(make_job("orders.db", noop()), [](const Progress& p) {
@@ -907,30 +750,25 @@ std::pair<int, std::vector<JobHandle>> run_and_measure(Runner& runner, int jobs,
 
 } // namespace
 
-TEST(JobRunner, never_runs_more_jobs_than_the_pool_can_lease) {
-    FakeFactory f;
+TEST_F(JobRunnerTest, never_runs_more_jobs_than_the_pool_can_lease) {
+    FakePool& pool = make_pool(3);
     {
-        FakePool pool{f, pool_options(3)};
-        {
-            Runner runner{pool};
-            EXPECT_EQ(runner.max_running(), 3u);
-            auto [most, handles] = run_and_measure(runner, 20, 3);
-            EXPECT_EQ(most, 3);
-            for (auto& h : handles) EXPECT_EQ(h.state(), JobState::succeeded);
-        }
-        // (Exact lease accounting is JobsStress.the_runner_takes_a_lease_only_for_a_job_it_runs.)
-        const auto s = pool.stats();
-        EXPECT_LE(s.created, 3u);
-        EXPECT_GE(s.acquired, 20u);
-        EXPECT_EQ(s.in_use, 0u);
-        expect_consistent(s);
+        Runner runner{pool};
+        EXPECT_EQ(runner.max_running(), 3u);
+        auto [most, handles] = run_and_measure(runner, 20, 3);
+        EXPECT_EQ(most, 3);
+        for (auto& h : handles) EXPECT_EQ(h.state(), JobState::succeeded);
     }
-    expect_balanced(f);
+    // (Exact lease accounting is JobsStress.the_runner_takes_a_lease_only_for_a_job_it_runs.)
+    const auto s = pool.stats();
+    EXPECT_LE(s.created, 3u);
+    EXPECT_GE(s.acquired, 20u);
+    EXPECT_EQ(s.in_use, 0u);
+    expect_consistent(s);
 }
 
-TEST(JobRunner, max_running_limits_the_jobs_running_at_once_below_the_pool_size) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(4)};
+TEST_F(JobRunnerTest, max_running_limits_the_jobs_running_at_once_below_the_pool_size) {
+    FakePool& pool = make_pool(4);
     RunnerOptions o;
     o.max_running = 2;
     Runner runner{pool, o};
@@ -941,9 +779,8 @@ TEST(JobRunner, max_running_limits_the_jobs_running_at_once_below_the_pool_size)
     EXPECT_LE(pool.stats().created, 2u);
 }
 
-TEST(JobRunner, max_running_defaults_to_and_is_capped_at_the_pool_size) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(2)};
+TEST_F(JobRunnerTest, max_running_defaults_to_and_is_capped_at_the_pool_size) {
+    FakePool& pool = make_pool(2);
     RunnerOptions big;
     big.max_running = 5;
     Runner capped{pool, big};
@@ -958,9 +795,8 @@ TEST(JobRunner, max_running_defaults_to_and_is_capped_at_the_pool_size) {
 
 // ---- wait semantics -----------------------------------------------------------------------
 
-TEST(JobHandle, wait_returns_only_after_the_final_callback_has_run_and_the_lease_is_back) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, wait_returns_only_after_the_final_callback_has_run_and_the_lease_is_back) {
+    FakePool& pool = make_pool(1);
     std::atomic<bool> final_finished{false};
     std::optional<connpool::PoolStats> in_final; // written in the final callback, read after wait()
     Recorder rec([&](const Progress& p) {
@@ -978,9 +814,8 @@ TEST(JobHandle, wait_returns_only_after_the_final_callback_has_run_and_the_lease
     EXPECT_EQ(in_final->idle, 1u);
 }
 
-TEST(JobHandle, wait_after_a_throw_returns_only_once_the_connection_is_discarded) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, wait_after_a_throw_returns_only_once_the_connection_is_discarded) {
+    FakePool& pool = make_pool(1);
     std::optional<connpool::PoolStats> in_final;
     std::atomic<bool> final_finished{false};
     Recorder rec([&](const Progress& p) {
@@ -999,9 +834,8 @@ TEST(JobHandle, wait_after_a_throw_returns_only_once_the_connection_is_discarded
     EXPECT_EQ(in_final->in_use, 0u);
 }
 
-TEST(JobRunner, wait_all_returns_after_every_final_callback_and_leaves_no_lease_out) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(3)};
+TEST_F(JobRunnerTest, wait_all_returns_after_every_final_callback_and_leaves_no_lease_out) {
+    FakePool& pool = make_pool(3);
     std::atomic<int> finals_finished{0};
     Runner runner{pool};
     constexpr int n = 10;
@@ -1024,9 +858,8 @@ TEST(JobRunner, wait_all_returns_after_every_final_callback_and_leaves_no_lease_
     runner.wait_all(); // nothing left: returns at once
 }
 
-TEST(JobHandle, wait_for_reports_whether_the_job_has_ended) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, wait_for_reports_whether_the_job_has_ended) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate started, release;
     JobHandle h = runner.submit(make_job("j", blocking(started, release)));
@@ -1043,9 +876,8 @@ TEST(JobHandle, wait_for_reports_whether_the_job_has_ended) {
 
 // A caller that wants "no limit" may pass the largest duration of its type. Converting that to
 // steady_clock ticks must not overflow into a deadline in the past.
-TEST(JobHandle, wait_for_with_the_largest_duration_waits_until_the_job_ends) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, wait_for_with_the_largest_duration_waits_until_the_job_ends) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate started, release;
     JobHandle h = runner.submit(make_job("j", blocking(started, release)));
@@ -1065,9 +897,8 @@ TEST(JobHandle, wait_for_with_the_largest_duration_waits_until_the_job_ends) {
 
 // ---- snapshot -----------------------------------------------------------------------------
 
-TEST(JobRunner, snapshot_lists_every_job_in_submission_order_with_its_latest_state) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, snapshot_lists_every_job_in_submission_order_with_its_latest_state) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     EXPECT_TRUE(runner.snapshot().empty());
     Gate started, release;
@@ -1102,9 +933,8 @@ TEST(JobRunner, snapshot_lists_every_job_in_submission_order_with_its_latest_sta
     EXPECT_EQ(snap[2].state, JobState::cancelled);
 }
 
-TEST(JobRunner, snapshot_forgets_the_oldest_ended_jobs_first_and_never_unfinished_ones) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, snapshot_forgets_the_oldest_ended_jobs_first_and_never_unfinished_ones) {
+    FakePool& pool = make_pool(1);
     RunnerOptions o;
     o.keep_ended = 2;
     Runner runner{pool, o};
@@ -1135,9 +965,8 @@ TEST(JobRunner, snapshot_forgets_the_oldest_ended_jobs_first_and_never_unfinishe
 
 // RunnerOptions::keep_ended: "How many ended jobs snapshot() keeps". snapshot() should never
 // show more, whenever the jobs happened to end.
-TEST(JobRunner, snapshot_never_shows_more_ended_jobs_than_keep_ended) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, snapshot_never_shows_more_ended_jobs_than_keep_ended) {
+    FakePool& pool = make_pool(1);
     RunnerOptions o;
     o.keep_ended = 3;
     Runner runner{pool, o};
@@ -1151,9 +980,8 @@ TEST(JobRunner, snapshot_never_shows_more_ended_jobs_than_keep_ended) {
 
 // ---- Progress fields ----------------------------------------------------------------------
 
-TEST(Progress, waited_counts_the_time_a_job_spent_queued_behind_another) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(ProgressTest, waited_counts_the_time_a_job_spent_queued_behind_another) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate started, release;
     JobHandle first = runner.submit(make_job("first", blocking(started, release)));
@@ -1176,9 +1004,8 @@ TEST(Progress, waited_counts_the_time_a_job_spent_queued_behind_another) {
     EXPECT_EQ(second.progress().waited, end.waited) << "waited is fixed once the job has ended";
 }
 
-TEST(Progress, elapsed_grows_while_running_and_is_fixed_once_ended) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(ProgressTest, elapsed_grows_while_running_and_is_fixed_once_ended) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate started, release;
     JobHandle h = runner.submit(make_job("j", blocking(started, release)));
@@ -1197,9 +1024,8 @@ TEST(Progress, elapsed_grows_while_running_and_is_fixed_once_ended) {
     EXPECT_EQ(e1.elapsed, e2.elapsed);
 }
 
-TEST(Progress, eta_rate_unit_and_fraction_follow_the_operation) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(ProgressTest, eta_rate_unit_and_fraction_follow_the_operation) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate phase1, phase2, go2, go3;
     JobHandle h = runner.submit(make_job("phased", [&](FakeConnection&, ProgressReporter& r) {
@@ -1248,9 +1074,8 @@ TEST(Progress, eta_rate_unit_and_fraction_follow_the_operation) {
     EXPECT_NEAR(p.rate, average, average * 1e-9);
 }
 
-TEST(Progress, a_failed_or_cancelled_job_has_no_eta) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(ProgressTest, a_failed_or_cancelled_job_has_no_eta) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     JobHandle failed = runner.submit(make_job("f", [](FakeConnection&, ProgressReporter& r) {
         r.set_total(10, "rows");
@@ -1276,9 +1101,8 @@ TEST(Progress, a_failed_or_cancelled_job_has_no_eta) {
     EXPECT_TRUE(cancelled.progress().error.empty());
 }
 
-TEST(ProgressReporter, counts_restarts_and_retries) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(ProgressReporterTest, counts_restarts_and_retries) {
+    FakePool& pool = make_pool(1);
     Recorder rec;
     Runner runner{pool, unthrottled()};
     JobHandle h = runner.submit(make_job("restarts", [](FakeConnection&, ProgressReporter& r) {
@@ -1313,9 +1137,8 @@ TEST(ProgressReporter, counts_restarts_and_retries) {
     }
 }
 
-TEST(ProgressReporter, set_phase_is_delivered_at_once_and_only_when_it_changes) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(ProgressReporterTest, set_phase_is_delivered_at_once_and_only_when_it_changes) {
+    FakePool& pool = make_pool(1);
     Recorder rec;
     Runner runner{pool, forced_only()};
     JobHandle h = runner.submit(make_job("phased", [](FakeConnection&, ProgressReporter& r) {
@@ -1335,9 +1158,8 @@ TEST(ProgressReporter, set_phase_is_delivered_at_once_and_only_when_it_changes) 
     EXPECT_EQ(h.progress().phase, "verifying");
 }
 
-TEST(ProgressReporter, set_total_never_goes_below_what_is_done) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(ProgressReporterTest, set_total_never_goes_below_what_is_done) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     Gate checked, go;
     JobHandle h = runner.submit(make_job("shrinking", [&](FakeConnection&, ProgressReporter& r) {
@@ -1359,9 +1181,8 @@ TEST(ProgressReporter, set_total_never_goes_below_what_is_done) {
 // Reaching the total is always delivered; an operation whose total was an underestimate (it
 // keeps advancing past it: the total follows done) must still be throttled, not deliver a
 // callback for every report.
-TEST(JobRunner, advancing_past_the_total_is_still_throttled) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, advancing_past_the_total_is_still_throttled) {
+    FakePool& pool = make_pool(1);
     Recorder rec;
     Runner runner{pool, forced_only()};
     JobHandle h = runner.submit(make_job("underestimated",
@@ -1380,49 +1201,44 @@ TEST(JobRunner, advancing_past_the_total_is_still_throttled) {
 
 // ---- the runner's destructor ----------------------------------------------------------------
 
-TEST(JobRunner, destructor_cancels_queued_jobs_and_waits_for_running_ones) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(1)};
-        std::optional<Runner> runner;
-        runner.emplace(pool);
-        Gate started, release;
-        std::atomic<bool> stop_seen{false};
-        JobHandle running = runner->submit(make_job("running", [&](FakeConnection&, ProgressReporter& r) {
-            started.open();
-            wait_or_fail(release);
-            stop_seen = r.stop_requested();
-        }));
-        ASSERT_TRUE(started.wait());
-        std::atomic<bool> queued_ran{false};
-        JobHandle queued = runner->submit(make_job("queued", [&](FakeConnection&, ProgressReporter&) { queued_ran = true; }));
+TEST_F(JobRunnerTest, destructor_cancels_queued_jobs_and_waits_for_running_ones) {
+    FakePool& pool = make_pool(1);
+    std::optional<Runner> runner;
+    runner.emplace(pool);
+    Gate started, release;
+    std::atomic<bool> stop_seen{false};
+    JobHandle running = runner->submit(make_job("running", [&](FakeConnection&, ProgressReporter& r) {
+        started.open();
+        wait_or_fail(release);
+        stop_seen = r.stop_requested();
+    }));
+    ASSERT_TRUE(started.wait());
+    std::atomic<bool> queued_ran{false};
+    JobHandle queued = runner->submit(make_job("queued", [&](FakeConnection&, ProgressReporter&) { queued_ran = true; }));
 
-        std::atomic<bool> destroyed{false};
-        std::thread destroyer([&] {
-            runner.reset();
-            destroyed = true;
-        });
-        // The destructor cancels the queued job first...
-        EXPECT_TRUE(queued.wait_for(kGuard));
-        EXPECT_EQ(queued.state(), JobState::cancelled);
-        // ...and then waits for the running one, which it lets finish.
-        EXPECT_FALSE(destroyed.load());
-        EXPECT_EQ(running.state(), JobState::running);
-        release.open();
-        destroyer.join();
-        EXPECT_TRUE(destroyed.load());
-        EXPECT_EQ(running.state(), JobState::succeeded);
-        EXPECT_FALSE(stop_seen.load()) << "a running job is waited for, not cancelled";
-        EXPECT_FALSE(queued_ran.load());
-        EXPECT_EQ(pool.stats().acquired, 1u);
-        EXPECT_EQ(pool.stats().in_use, 0u);
-    }
-    expect_balanced(f);
+    std::atomic<bool> destroyed{false};
+    std::thread destroyer([&] {
+        runner.reset();
+        destroyed = true;
+    });
+    // The destructor cancels the queued job first...
+    EXPECT_TRUE(queued.wait_for(kGuard));
+    EXPECT_EQ(queued.state(), JobState::cancelled);
+    // ...and then waits for the running one, which it lets finish.
+    EXPECT_FALSE(destroyed.load());
+    EXPECT_EQ(running.state(), JobState::running);
+    release.open();
+    destroyer.join();
+    EXPECT_TRUE(destroyed.load());
+    EXPECT_EQ(running.state(), JobState::succeeded);
+    EXPECT_FALSE(stop_seen.load()) << "a running job is waited for, not cancelled";
+    EXPECT_FALSE(queued_ran.load());
+    EXPECT_EQ(pool.stats().acquired, 1u);
+    EXPECT_EQ(pool.stats().in_use, 0u);
 }
 
-TEST(JobHandle, stays_usable_after_the_runner_is_destroyed) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobHandleTest, stays_usable_after_the_runner_is_destroyed) {
+    FakePool& pool = make_pool(1);
     JobHandle done, cancelled;
     Gate started, release; // outlive the runner: its worker touches them until it is joined
     {
@@ -1452,9 +1268,8 @@ TEST(JobHandle, stays_usable_after_the_runner_is_destroyed) {
     EXPECT_EQ(cancelled.id(), 2u);
 }
 
-TEST(JobRunner, submit_throws_logic_error_while_the_runner_is_being_destroyed) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, submit_throws_logic_error_while_the_runner_is_being_destroyed) {
+    FakePool& pool = make_pool(1);
     std::optional<Runner> runner;
     runner.emplace(pool);
     Runner* raw = &*runner; // the running job submits through this during destruction
@@ -1511,36 +1326,32 @@ TEST(JobRunner, destructor_cancels_a_job_whose_worker_waits_for_a_connection) {
 
 // ---- pool failures --------------------------------------------------------------------------
 
-TEST(JobRunner, queued_jobs_fail_with_the_pool_closed_error_when_the_pool_is_closed) {
-    FakeFactory f;
-    {
-        FakePool pool{f, pool_options(1)};
-        Runner runner{pool};
-        Gate started, release;
-        JobHandle first = runner.submit(make_job("first", blocking(started, release)));
-        ASSERT_TRUE(started.wait());
-        std::atomic<int> ran{0};
-        auto counted = [&](FakeConnection&, ProgressReporter&) { ran.fetch_add(1); };
-        JobHandle second = runner.submit(make_job("second", counted));
-        JobHandle third = runner.submit(make_job("third", counted));
-        pool.close();
-        release.open();
-        EXPECT_EQ(first.wait(), JobState::succeeded) << "a running job keeps its lease after close";
-        EXPECT_EQ(second.wait(), JobState::failed);
-        EXPECT_EQ(third.wait(), JobState::failed);
-        EXPECT_NE(second.error().find("closed"), std::string::npos) << second.error();
-        EXPECT_NE(third.error().find("closed"), std::string::npos) << third.error();
-        EXPECT_EQ(ran.load(), 0);
-        EXPECT_EQ(second.progress().elapsed, 0ns);
+TEST_F(JobRunnerTest, queued_jobs_fail_with_the_pool_closed_error_when_the_pool_is_closed) {
+    FakePool& pool = make_pool(1);
+    Runner runner{pool};
+    Gate started, release;
+    JobHandle first = runner.submit(make_job("first", blocking(started, release)));
+    ASSERT_TRUE(started.wait());
+    std::atomic<int> ran{0};
+    auto counted = [&](FakeConnection&, ProgressReporter&) { ran.fetch_add(1); };
+    JobHandle second = runner.submit(make_job("second", counted));
+    JobHandle third = runner.submit(make_job("third", counted));
+    pool.close();
+    release.open();
+    EXPECT_EQ(first.wait(), JobState::succeeded) << "a running job keeps its lease after close";
+    EXPECT_EQ(second.wait(), JobState::failed);
+    EXPECT_EQ(third.wait(), JobState::failed);
+    EXPECT_NE(second.error().find("closed"), std::string::npos) << second.error();
+    EXPECT_NE(third.error().find("closed"), std::string::npos) << third.error();
+    EXPECT_EQ(ran.load(), 0);
+    EXPECT_EQ(second.progress().elapsed, 0ns);
 
-        // Jobs submitted after the close fail the same way.
-        JobHandle late = runner.submit(make_job("late", counted));
-        EXPECT_EQ(late.wait(), JobState::failed);
-        EXPECT_NE(late.error().find("closed"), std::string::npos) << late.error();
-        EXPECT_EQ(ran.load(), 0);
-        EXPECT_EQ(pool.stats().in_use, 0u);
-    }
-    expect_balanced(f);
+    // Jobs submitted after the close fail the same way.
+    JobHandle late = runner.submit(make_job("late", counted));
+    EXPECT_EQ(late.wait(), JobState::failed);
+    EXPECT_NE(late.error().find("closed"), std::string::npos) << late.error();
+    EXPECT_EQ(ran.load(), 0);
+    EXPECT_EQ(pool.stats().in_use, 0u);
 }
 
 TEST(JobRunner, a_job_fails_with_the_acquire_timeout_message_when_no_connection_frees_up) {
@@ -1569,9 +1380,8 @@ TEST(JobRunner, a_job_fails_with_the_acquire_timeout_message_when_no_connection_
 
 // ---- argument checks ----------------------------------------------------------------------
 
-TEST(JobRunner, submit_rejects_a_job_without_a_run_function) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, submit_rejects_a_job_without_a_run_function) {
+    FakePool& pool = make_pool(1);
     Runner runner{pool};
     std::atomic<int> callbacks{0};
     EXPECT_THROW((void)runner.submit(FakeJob{"empty", JobKind::backup, {}}, [&](const Progress&) { callbacks.fetch_add(1); }),
@@ -1583,9 +1393,8 @@ TEST(JobRunner, submit_rejects_a_job_without_a_run_function) {
     EXPECT_EQ(runner.snapshot().size(), 1u);
 }
 
-TEST(JobRunner, rejects_a_negative_progress_interval) {
-    FakeFactory f;
-    FakePool pool{f, pool_options(1)};
+TEST_F(JobRunnerTest, rejects_a_negative_progress_interval) {
+    FakePool& pool = make_pool(1);
     RunnerOptions o;
     o.progress_interval = -1ms;
     EXPECT_THROW(Runner(pool, o), std::invalid_argument);
