@@ -593,7 +593,7 @@ private:
         if (out == Outcome::lease) {
             trace.result(" -> #%llu", ull(got->get() != nullptr ? got->get()->id() : 0));
         } else {
-            trace.result(" -> %s", kOutcomes[int(out)]);
+            trace.result(" -> %s", !counts_timeout && out == Outcome::timeout ? "nothing" : kOutcomes[int(out)]);
         }
         CONNPOOL_FUZZ_CHECK(trace, out != Outcome::other, "an acquire threw something else than the contract's errors");
         switch (expect) {
