@@ -35,7 +35,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <iterator>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -74,6 +76,16 @@ struct Held {
     std::uint64_t id = 0;
     bool doomed = false;  // held across retire_all() or close(): destroyed when given back
     bool expired = false; // maintain() saw it past max_lifetime: destroyed when given back
+};
+
+// What the model knows of a live connection's idle time, measured as the pool measures it
+// (the design note: from its creation or last hand-out, or the last maintain() that saw its
+// lease running; never later than the true release, so it errs towards early).
+struct ConnInfo {
+    bool handed_out = false;      // handed out since its creation
+    std::int64_t since = 0;       // creation or last hand-out (FuzzClock ns)
+    std::int64_t seen_in_use = 0; // the last maintain() that saw its current lease (0: none)
+    [[nodiscard]] std::int64_t idle_since() const noexcept { return std::max(since, seen_in_use); }
 };
 
 // How an acquire ended.
@@ -314,6 +326,24 @@ public:
         for (const auto& [id, created_at] : idle_ids()) {
             if (past_lifetime(created_at, now)) ++expired_idle;
         }
+        // Expected retirements: every idle one past max_lifetime, and of the others idle for
+        // idle_timeout or longer as many as leaves min_idle idle.
+        sync_info();
+        const auto idle_before = idle_ids();
+        const std::int64_t idle_limit = std::chrono::nanoseconds(setup_.idle_timeout).count();
+        std::size_t timed_out = 0;
+        std::set<std::uint64_t> may_go;
+        for (const auto& [id, at] : idle_before) {
+            if (past_lifetime(at, now)) {
+                may_go.insert(id);
+            } else if (idle_limit > 0 && now - info_.at(id).idle_since() >= idle_limit) {
+                may_go.insert(id);
+                ++timed_out;
+            }
+        }
+        const std::size_t beyond_min =
+            idle_before.size() > setup_.min_idle ? idle_before.size() - setup_.min_idle : 0;
+        const std::size_t want_retired = expired_idle + std::min(timed_out, beyond_min);
         const std::size_t retired = pool_->maintain();
         quiesce();
         const auto after = pool_->stats();
@@ -327,14 +357,22 @@ public:
         CONNPOOL_FUZZ_CHECK(trace, after.destroyed - before.destroyed == retired,
                             "maintain() returned %zu but %llu connections were destroyed", retired,
                             ull(after.destroyed - before.destroyed));
-        CONNPOOL_FUZZ_CHECK(trace, retired >= expired_idle, "maintain() retired %zu, but %zu idle ones were past max_lifetime",
-                            retired, expired_idle);
+        CONNPOOL_FUZZ_CHECK(trace, retired == want_retired,
+                            "maintain() retired %zu, the model says %zu (%zu of %zu idle past max_lifetime, %zu idle "
+                            "for idle_timeout, min_idle %zu)",
+                            retired, want_retired, expired_idle, idle_before.size(), timed_out, setup_.min_idle);
+        for (const auto& [id, at] : idle_before) {
+            CONNPOOL_FUZZ_CHECK(trace, state_->is_alive(id) || may_go.count(id) != 0,
+                                "maintain() retired #%llu, idle %lldms, within its lifetime", ull(id),
+                                static_cast<long long>(idle_ms(id)));
+        }
         for (const auto& [id, created_at] : idle_ids()) {
             CONNPOOL_FUZZ_CHECK(trace, !past_lifetime(created_at, now),
                                 "idle #%llu is past max_lifetime after maintain()", ull(id));
         }
         for (Held& h : held_) {
             if (past_lifetime(created_at(h.id), now)) h.expired = true;
+            info_[h.id].seen_in_use = now;
         }
         // min_idle top-up, on this thread: with a healthy factory and no back-off pending,
         // min_idle are idle afterwards unless the pool is full (or paused).
@@ -519,6 +557,52 @@ private:
         }
     }
 
+    // Adds the connections created since the last call to info_, drops the destroyed ones.
+    void sync_info() {
+        std::lock_guard lock(state_->mutex);
+        for (auto it = info_.begin(); it != info_.end();) {
+            it = state_->alive.count(it->first) == 0 ? info_.erase(it) : std::next(it);
+        }
+        for (const auto& [id, at] : state_->alive) info_.try_emplace(id, ConnInfo{false, at, 0});
+    }
+
+    // Whether handing out `id` now must validate it: idle (as the pool measures it) at least
+    // validate_after_idle, and handed out before or created at least 500 ms ago.
+    [[nodiscard]] bool must_validate(std::uint64_t id) const {
+        const auto it = info_.find(id);
+        if (it == info_.end()) return false; // created during this acquire: fresh
+        const std::int64_t idle = FuzzClock::now_ns() - it->second.idle_since();
+        return idle >= std::chrono::nanoseconds(setup_.validate_after_idle).count() &&
+               (it->second.handed_out || idle >= 500'000'000);
+    }
+
+    // validate() ran exactly on the connections the rule says: every one it ran on had to be,
+    // and the one handed out (`got`, 0 if none) was, if it had to be.
+    void check_validations(std::uint64_t got) {
+        std::vector<std::uint64_t> validated;
+        {
+            std::lock_guard lock(state_->mutex);
+            validated.swap(state_->validated);
+        }
+        for (const std::uint64_t id : validated) {
+            CONNPOOL_FUZZ_CHECK(trace, must_validate(id), "validate() ran on #%llu, idle %lldms (validate_after_idle %lldms, %s)",
+                                ull(id), static_cast<long long>(idle_ms(id)),
+                                static_cast<long long>(setup_.validate_after_idle.count()),
+                                info_.count(id) != 0 && info_.at(id).handed_out ? "handed out before" : "never handed out");
+        }
+        if (got != 0 && must_validate(got)) {
+            CONNPOOL_FUZZ_CHECK(trace, std::find(validated.begin(), validated.end(), got) != validated.end(),
+                                "#%llu was handed out without validate(), idle %lldms (validate_after_idle %lldms)",
+                                ull(got), static_cast<long long>(idle_ms(got)),
+                                static_cast<long long>(setup_.validate_after_idle.count()));
+        }
+    }
+
+    [[nodiscard]] std::int64_t idle_ms(std::uint64_t id) const {
+        const auto it = info_.find(id);
+        return it == info_.end() ? -1 : (FuzzClock::now_ns() - it->second.idle_since()) / 1'000'000;
+    }
+
     [[nodiscard]] std::int64_t created_at(std::uint64_t id) const {
         std::lock_guard lock(state_->mutex);
         const auto it = state_->alive.find(id);
@@ -570,6 +654,11 @@ private:
 
     template <class F>
     Outcome run_acquire(F&& acquire) {
+        sync_info();
+        {
+            std::lock_guard lock(state_->mutex);
+            state_->validated.clear();
+        }
         try {
             acquire();
             return Outcome::lease;
@@ -615,6 +704,7 @@ private:
                                 kOutcomes[int(out)]);
             break;
         }
+        check_validations(out == Outcome::lease && got->get() != nullptr ? got->get()->id() : 0);
         if (out == Outcome::timeout && counts_timeout) ++timeouts_;
         if (out == Outcome::cancelled) ++cancelled_;
         if (out != Outcome::lease) return;
@@ -630,6 +720,7 @@ private:
             }
         }
         ++acquired_;
+        info_[id] = ConnInfo{true, FuzzClock::now_ns(), 0};
         held_.push_back(Held{std::move(*got), id, false, false});
     }
 
@@ -745,6 +836,7 @@ private:
     std::shared_ptr<FactoryState> state_;
     std::unique_ptr<FuzzPool> pool_;
     std::vector<Held> held_;
+    std::map<std::uint64_t, ConnInfo> info_; // every live connection the model has seen
     std::size_t max_size_ = 1;
     bool paused_ = false;
     bool closed_ = false;

@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace connpool::fuzz {
 
@@ -81,6 +82,7 @@ struct FactoryState {
     std::uint64_t destructions = 0;          // connections whose payload was freed
     std::uint64_t double_destructions = 0;   // payloads freed for an id no longer alive
     std::uint64_t validate_calls = 0;
+    std::vector<std::uint64_t> validated;    // the ids validate() ran on, in order
     std::uint64_t validate_rejections = 0;   // false or threw
     std::uint64_t validate_on_held = 0;      // validate() on a connection a lease holds
     std::uint64_t reset_calls = 0;
@@ -185,6 +187,7 @@ struct FuzzFactory {
     bool validate(FuzzConn& c) {
         std::lock_guard lock(state->mutex);
         ++state->validate_calls;
+        state->validated.push_back(c.id());
         if (state->held.count(c.id()) != 0) ++state->validate_on_held;
         const bool ok = FaultPlan::passes(state->plan.validate, c.id());
         if (!ok) ++state->validate_rejections;
