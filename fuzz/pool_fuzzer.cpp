@@ -34,6 +34,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <iterator>
 #include <limits>
@@ -43,6 +44,7 @@
 #include <set>
 #include <stdexcept>
 #include <stop_token>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -557,6 +559,25 @@ private:
         }
     }
 
+    // An AcquireTimeout's message states the pool's size and use, the failing creation, and
+    // who holds the connections (this file's call sites).
+    void check_timeout_message(const char* what) {
+        const std::string_view m(what);
+        char want[64];
+        std::snprintf(want, sizeof want, "max_size %zu, ", max_size_);
+        CONNPOOL_FUZZ_CHECK(trace, m.find(want) != m.npos, "the timeout message lacks \"%s\": %s", want, what);
+        std::snprintf(want, sizeof want, "in use %zu, ", held_.size());
+        CONNPOOL_FUZZ_CHECK(trace, m.find(want) != m.npos, "the timeout message lacks \"%s\": %s", want, what);
+        if (!held_.empty()) {
+            CONNPOOL_FUZZ_CHECK(trace, m.find("held by: ") != m.npos && m.find("pool_fuzzer.cpp") != m.npos,
+                                "the timeout message does not say who holds the %zu leases: %s", held_.size(), what);
+        }
+        if (creation_failing_) {
+            CONNPOOL_FUZZ_CHECK(trace, m.find("database unreachable (injected)") != m.npos,
+                                "the timeout message does not give create()'s last error: %s", what);
+        }
+    }
+
     // Adds the connections created since the last call to info_, drops the destroyed ones.
     void sync_info() {
         std::lock_guard lock(state_->mutex);
@@ -658,11 +679,16 @@ private:
         {
             std::lock_guard lock(state_->mutex);
             state_->validated.clear();
+            // create() has failed since the last success, and fails on: the timeout message
+            // must say so (the failure was recorded: the pool came to rest after it).
+            creation_failing_ = state_->create_throws > 0 && state_->created == state_->created_at_last_throw &&
+                                state_->plan.create == FaultPlan::Create::fail_always;
         }
         try {
             acquire();
             return Outcome::lease;
-        } catch (const AcquireTimeout&) {
+        } catch (const AcquireTimeout& e) {
+            check_timeout_message(e.what());
             return Outcome::timeout;
         } catch (const AcquireCancelled&) {
             return Outcome::cancelled;
@@ -846,6 +872,7 @@ private:
     std::uint64_t discarded_ = 0;
     std::uint64_t retirements_ = 0;
     PoolStats prev_{};
+    bool creation_failing_ = false;
 };
 
 Setup decode_setup(FuzzedDataProvider& input) {

@@ -79,6 +79,7 @@ struct FactoryState {
     std::uint64_t releasing = 0;             // the id whose lease the driver is giving back now
     std::uint64_t created = 0;               // create() calls that returned
     std::uint64_t create_throws = 0;
+    std::uint64_t created_at_last_throw = 0; // `created` when create() last threw
     std::uint64_t destructions = 0;          // connections whose payload was freed
     std::uint64_t double_destructions = 0;   // payloads freed for an id no longer alive
     std::uint64_t validate_calls = 0;
@@ -175,6 +176,7 @@ struct FuzzFactory {
         std::lock_guard lock(state->mutex);
         if (fail) {
             ++state->create_throws;
+            state->created_at_last_throw = state->created;
             state->last_create_throw_ns.store(std::chrono::steady_clock::now().time_since_epoch().count());
             throw InjectedFault("database unreachable (injected)");
         }
