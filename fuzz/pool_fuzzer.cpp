@@ -468,7 +468,18 @@ public:
                      pool_->closed() ? 1 : 0);
     }
 
-    static constexpr std::array<Operation<PoolHarness>, 14> kOperations{{
+    // Runs an acquire or a give-back on a new thread, joined before the next step: a lease
+    // then moves between threads, and releases park connections in the caches of threads
+    // that end, which other threads must find (steal) and close() and retire_all() destroy.
+    void on_helper_thread() {
+        static constexpr void (PoolHarness::*kInner[])() = {&PoolHarness::acquire_for, &PoolHarness::try_acquire,
+                                                            &PoolHarness::give_back, &PoolHarness::acquire_stoppable};
+        const int k = input_.ConsumeIntegralInRange<int>(0, 3);
+        trace.step("on a helper thread:");
+        std::thread([this, k] { (this->*kInner[k])(); }).join();
+    }
+
+    static constexpr std::array<Operation<PoolHarness>, 15> kOperations{{
         {"acquire_for", &PoolHarness::acquire_for},             // 0
         {"try_acquire", &PoolHarness::try_acquire},             // 1
         {"acquire_stoppable", &PoolHarness::acquire_stoppable}, // 2
@@ -483,6 +494,7 @@ public:
         {"retire_all", &PoolHarness::retire_all},               // 11
         {"close", &PoolHarness::close},                         // 12
         {"observe", &PoolHarness::observe},                     // 13
+        {"on_helper_thread", &PoolHarness::on_helper_thread},   // 14
         // Append new operations here: the opcodes above keep their meaning, and so does
         // the committed corpus.
     }};

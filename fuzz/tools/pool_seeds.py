@@ -18,7 +18,9 @@ import pathlib
 
 # Opcodes, as in PoolHarness::kOperations.
 ACQUIRE_FOR, TRY_ACQUIRE, ACQUIRE_STOPPABLE, GIVE_BACK, USE, ADVANCE, SET_PLAN, MAINTAIN, PAUSE, RESUME, \
-    RESIZE, RETIRE_ALL, CLOSE, OBSERVE = range(14)
+    RESIZE, RETIRE_ALL, CLOSE, OBSERVE, ON_HELPER_THREAD = range(15)
+# on_helper_thread: the operation it runs there (with that operation's arguments after).
+H_ACQUIRE_FOR, H_TRY_ACQUIRE, H_GIVE_BACK, H_ACQUIRE_STOPPABLE = range(4)
 UNUSED_OPCODE = 15
 
 # acquire_for deadlines: 0ms, -1ms, milliseconds::min(), 1ms, 3ms, then 1 s (used only when
@@ -109,6 +111,14 @@ SEEDS = {
     + acq(D_3MS) + [OBSERVE],
     "min_idle_top_up": setup(4, min_idle=2, creates=2) + [MAINTAIN, TRY_ACQUIRE, MAINTAIN, PAUSE, MAINTAIN, RESUME]
     + plan(C_FAIL_ALWAYS) + [RETIRE_ALL, MAINTAIN] + adv(A_ANY, 2500) + [UNUSED_OPCODE],
+    # Leases moving between threads; connections parked in the caches of threads that ended.
+    "helper_threads": setup(3) + [ON_HELPER_THREAD, H_ACQUIRE_FOR, D_MUST] + [ON_HELPER_THREAD, H_GIVE_BACK] + give()[1:]
+    + acq() + [ON_HELPER_THREAD, H_TRY_ACQUIRE] + use(0) + use(1) + [ON_HELPER_THREAD, H_GIVE_BACK] + give(1)[1:]
+    + [TRY_ACQUIRE, PAUSE, ON_HELPER_THREAD, H_ACQUIRE_STOPPABLE, 1, 0, RESUME] + give(0)
+    + [ON_HELPER_THREAD, H_ACQUIRE_FOR, D_MUST, RETIRE_ALL] + give(0),
+    "helper_threads_close": setup(2, flags=POOL_FIRST) + [ON_HELPER_THREAD, H_ACQUIRE_FOR, D_MUST]
+    + [ON_HELPER_THREAD, H_ACQUIRE_FOR, D_MUST] + [ON_HELPER_THREAD, H_GIVE_BACK] + give()[1:] + [CLOSE]
+    + [ON_HELPER_THREAD, H_TRY_ACQUIRE],
 }
 
 
