@@ -581,7 +581,7 @@ private:
         std::snprintf(want, sizeof want, "in use %zu, ", held_.size());
         CONNPOOL_FUZZ_CHECK(trace, m.find(want) != m.npos, "the timeout message lacks \"%s\": %s", want, what);
         if (!held_.empty()) {
-            CONNPOOL_FUZZ_CHECK(trace, m.find("held by: ") != m.npos && m.find("pool_fuzzer.cpp") != m.npos,
+            CONNPOOL_FUZZ_CHECK(trace, m.find("held by: ") != m.npos && m.find(__FILE_NAME__) != m.npos,
                                 "the timeout message does not say who holds the %zu leases: %s", held_.size(), what);
         }
         if (creation_failing_) {
