@@ -480,7 +480,59 @@ public:
         std::thread([this, k] { (this->*kInner[k])(); }).join();
     }
 
-    static constexpr std::array<Operation<PoolHarness>, 15> kOperations{{
+    // A waiter served by a release: with the pool full and nothing idle, a helper thread
+    // waits in acquire_for(1 s) while the driver gives back a lease whose connection is kept
+    // (reset, validate and lifetime all fine): the waiter must get that very connection.
+    void served_waiter() {
+        const auto pick = input_.ConsumeIntegral<std::uint8_t>();
+        trace.step("a waiter on a helper thread, served by a release");
+        const PoolStats st = pool_->stats();
+        if (held_.empty() || closed_ || paused_ || st.idle != 0 || st.open < max_size_ || st.open > max_size_) {
+            trace.result(" skipped: not a full pool with nothing idle (or closed, paused, shrunk)");
+            return;
+        }
+        const std::size_t i = pick % held_.size();
+        const Held& h = held_[i];
+        const FaultPlan plan = state_->current_plan();
+        if (h.doomed || h.expired || !FaultPlan::passes(plan.reset, h.id) || !FaultPlan::passes(plan.validate, h.id) ||
+            past_lifetime(created_at(h.id), FuzzClock::now_ns())) {
+            trace.result(" skipped: lease %zu's connection would not be kept", i);
+            return;
+        }
+        const std::uint64_t id = h.id;
+        trace.result(" (lease %zu, #%llu)", i, ull(id));
+        sync_info();
+        {
+            std::lock_guard lock(state_->mutex);
+            state_->validated.clear();
+        }
+        std::optional<FuzzLease> got;
+        Outcome out = Outcome::other;
+        std::thread waiter([&] {
+            try {
+                got.emplace(pool_->acquire_for(kMustSucceed));
+                out = Outcome::lease;
+            } catch (const AcquireTimeout&) {
+                out = Outcome::timeout;
+            } catch (...) {
+                out = Outcome::other;
+            }
+        });
+        const auto give_up = std::chrono::steady_clock::now() + kQuiescenceLimit;
+        while (pool_->stats().waiting == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+        const bool waited = pool_->stats().waiting == 1;
+        begin_release(id);
+        held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
+        end_release();
+        waiter.join();
+        CONNPOOL_FUZZ_CHECK(trace, waited, "the acquire on the helper thread never showed as waiting");
+        CONNPOOL_FUZZ_CHECK(trace, out == Outcome::lease && got && got->get() != nullptr && got->get()->id() == id,
+                            "the waiter got %s #%llu, not the released #%llu", kOutcomes[int(out)],
+                            ull(out == Outcome::lease && got && got->get() != nullptr ? got->get()->id() : 0), ull(id));
+        check_acquire(out, Expect::lease, std::move(got));
+    }
+
+    static constexpr std::array<Operation<PoolHarness>, 16> kOperations{{
         {"acquire_for", &PoolHarness::acquire_for},             // 0
         {"try_acquire", &PoolHarness::try_acquire},             // 1
         {"acquire_stoppable", &PoolHarness::acquire_stoppable}, // 2
@@ -496,6 +548,7 @@ public:
         {"close", &PoolHarness::close},                         // 12
         {"observe", &PoolHarness::observe},                     // 13
         {"on_helper_thread", &PoolHarness::on_helper_thread},   // 14
+        {"served_waiter", &PoolHarness::served_waiter},         // 15
         // Append new operations here: the opcodes above keep their meaning, and so does
         // the committed corpus.
     }};

@@ -18,10 +18,9 @@ import pathlib
 
 # Opcodes, as in PoolHarness::kOperations.
 ACQUIRE_FOR, TRY_ACQUIRE, ACQUIRE_STOPPABLE, GIVE_BACK, USE, ADVANCE, SET_PLAN, MAINTAIN, PAUSE, RESUME, \
-    RESIZE, RETIRE_ALL, CLOSE, OBSERVE, ON_HELPER_THREAD = range(15)
+    RESIZE, RETIRE_ALL, CLOSE, OBSERVE, ON_HELPER_THREAD, SERVED_WAITER = range(16)
 # on_helper_thread: the operation it runs there (with that operation's arguments after).
 H_ACQUIRE_FOR, H_TRY_ACQUIRE, H_GIVE_BACK, H_ACQUIRE_STOPPABLE = range(4)
-UNUSED_OPCODE = 15
 
 # acquire_for deadlines: 0ms, -1ms, milliseconds::min(), 1ms, 3ms, then 1 s (used only when
 # the model knows the outcome: a lease, PoolClosed, or a paused pool's timeout).
@@ -110,7 +109,7 @@ SEEDS = {
     "slow_creates": setup(4, creates=3) + plan(C_SLOW, delay_us=300) + acq(D_ZERO) + acq(D_1MS) + acq() + acq()
     + acq(D_3MS) + [OBSERVE],
     "min_idle_top_up": setup(4, min_idle=2, creates=2) + [MAINTAIN, TRY_ACQUIRE, MAINTAIN, PAUSE, MAINTAIN, RESUME]
-    + plan(C_FAIL_ALWAYS) + [RETIRE_ALL, MAINTAIN] + adv(A_ANY, 2500) + [UNUSED_OPCODE],
+    + plan(C_FAIL_ALWAYS) + [RETIRE_ALL, MAINTAIN] + adv(A_ANY, 2500) + [OBSERVE],
     # Leases moving between threads; connections parked in the caches of threads that ended.
     "helper_threads": setup(3) + [ON_HELPER_THREAD, H_ACQUIRE_FOR, D_MUST] + [ON_HELPER_THREAD, H_GIVE_BACK] + give()[1:]
     + acq() + [ON_HELPER_THREAD, H_TRY_ACQUIRE] + use(0) + use(1) + [ON_HELPER_THREAD, H_GIVE_BACK] + give(1)[1:]
@@ -119,6 +118,9 @@ SEEDS = {
     "helper_threads_close": setup(2, flags=POOL_FIRST) + [ON_HELPER_THREAD, H_ACQUIRE_FOR, D_MUST]
     + [ON_HELPER_THREAD, H_ACQUIRE_FOR, D_MUST] + [ON_HELPER_THREAD, H_GIVE_BACK] + give()[1:] + [CLOSE]
     + [ON_HELPER_THREAD, H_TRY_ACQUIRE],
+    # A waiter on a helper thread gets the connection the driver gives back.
+    "served_waiter": setup(2, vai=VAI_0) + acq() + acq() + [SERVED_WAITER, 0, SERVED_WAITER, 1] + adv(A_501MS)
+    + [SERVED_WAITER, 0] + plan(reset=V_FALSE) + [SERVED_WAITER, 0] + give(0),
 }
 
 
