@@ -16,18 +16,12 @@ namespace {
 using namespace std::chrono_literals;
 using connpool::testing::FakeFactory;
 
-// Input at_rest_idle_not_yet_queued. A background creation ends; stats() then says the pool
-// is at rest (creating 0, open == idle + in_use, idle 1), yet try_acquire() on the same thread
-// finds nothing. The creator thread decrements `creating` (create_into), then publishes the new
-// slot as `queued`, which stats() counts as idle, and only then pushes it into the idle queue
-// (to_queue): between the two, a connection the stats call idle is in no place try_acquire()
-// or acquire() looks. PoolStats::creating is documented as the way "a monitor or a test can
-// tell a pool at rest from one still creating", so the gap is in that promise (or in
-// to_queue's order). The window is a CAS and a mutex wide, so this case repeats the hand-over
-// for up to 8 s and fails at the first miss. It is a race, so this is not deterministic: in the
-// default preset on 2 shared cores it misses about once in 10000-20000 tries, which fails
-// about one run in four; a deterministic case needs a hook inside to_queue(), which the public
-// API does not offer.
+// Input at_rest_idle_not_yet_queued. A background creation ended; stats() then said the pool
+// was at rest (creating 0, open == idle + in_use, idle 1), yet try_acquire() on the same thread
+// found nothing: stats() counted a slot marked queued as idle before the creator had pushed it
+// into the idle queue. Fixed by counting as idle what the queue holds (and parked slots). The window
+// was a CAS and a mutex wide, so this case repeats the hand-over for up to 8 s and fails at the
+// first miss; before the fix it failed about one run in four on 2 shared cores.
 TEST(PoolFuzzRegression, a_connection_stats_count_as_idle_at_rest_can_be_taken_by_try_acquire) {
     constexpr int kTries = 1'000'000;
     const auto budget = std::chrono::steady_clock::now() + 8s; // it stops at the first miss

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <stop_token> // ~JobRunner calls off waiting acquires
 #include <thread>
 #include <utility>
 #include <vector>
@@ -126,6 +127,7 @@ public:
             workers.swap(workers_);
         }
         cancel_queued();
+        shutdown_.request_stop(); // calls off the workers' waiting acquires
         work_cv_.notify_all();
         for (auto& worker : workers) worker.join();
     }
@@ -277,12 +279,17 @@ private:
     }
 
     // The one place a worker takes a lease, for the job at the head of the queue (not yet
-    // chosen: see the design note). Blocks up to the pool's acquire_timeout even if that job is
-    // cancelled or the runner destroyed meanwhile, as the pool cannot call off a waiting acquire
-    // yet; once it can (acquire(std::stop_token)), this passes a token that ~JobRunner and a
-    // cancel of the head queued job request. Throws what the pool throws; the caller fails the
-    // head job with it.
-    Lease<connection_type> acquire_for_job() { return pool_.acquire(); }
+    // chosen: see the design note). ~JobRunner calls it off through shutdown_, so destroying
+    // the runner never waits for the pool's acquire_timeout. Throws what the pool throws; the
+    // caller fails the head job with it (or cancels it, when the runner called it off). A pool
+    // type without a stoppable acquire is used as it is.
+    Lease<connection_type> acquire_for_job() {
+        if constexpr (requires(PoolT& p, std::stop_token t) { p.acquire(t); }) {
+            return pool_.acquire(shutdown_.get_token());
+        } else {
+            return pool_.acquire();
+        }
+    }
 
     void work() {
         std::unique_lock lock(mu_);
@@ -316,7 +323,9 @@ private:
             Entry entry = std::move(queue_.front());
             queue_.pop_front();
             lock.unlock();
-            if (acquire_error) {
+            if (acquire_error && shutdown_.stop_requested()) {
+                entry.control->finish(JobState::cancelled); // the runner called it off
+            } else if (acquire_error) {
                 entry.control->finish(JobState::failed, detail::describe(acquire_error));
             } else {
                 run(entry, std::move(lease));
@@ -377,6 +386,7 @@ private:
     std::size_t acquiring_ = 0; // workers inside pool_.acquire() for a queued job
     std::uint64_t last_id_ = 0;
     bool stopping_ = false;
+    std::stop_source shutdown_; // requested by ~JobRunner: workers' acquires end at once
 };
 
 

@@ -363,10 +363,14 @@ public:
         for (std::size_t i = 0; i < n; ++i) {
             const Slot& s = slots_[i];
             const std::uint32_t state = s.bare();
-            if (state == parked || state == queued) ++st.idle;
+            if (state == parked) ++st.idle;
             if (state == in_use) ++st.in_use;
             acquired += s.acquires.load(std::memory_order_relaxed);
         }
+        // Idle = what an acquire could take now: parked slots and what the queue holds. A slot
+        // marked queued but not yet pushed (or popped and not yet owned) is in neither, so a
+        // pool at rest (creating 0, open == idle + in_use) has every idle one takeable.
+        st.idle += idle_.size();
         st.open = open_.load(std::memory_order_acquire);
         st.waiting = waiting_gauge_.load(std::memory_order_acquire);
         {
@@ -496,7 +500,9 @@ private:
             if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
             if (stop != nullptr && stop->stop_requested()) throw_cancelled(loc, steady::now() - start);
         };
-        check();
+        if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
+        // A stop request is checked after the first look: a connection that is ready at once
+        // is handed out even to a caller whose stop was already requested.
         // Spin first, when only a release can help. A thread that merely lost a race (the usual
         // case when threads outnumber cores) finds a parked connection within a few yields.
         // Putting it to sleep instead would make every later release a hand-off to a sleeping
@@ -694,17 +700,19 @@ private:
     }
 
     // Moves an owned slot with a live connection into the idle queue (which hands it to the
-    // oldest waiter), unless a flag says it must go.
-    void to_queue(Slot& s) noexcept {
+    // oldest waiter), unless a flag says it must go. Returns whether it went to the queue.
+    bool to_queue(Slot& s) noexcept {
         std::uint32_t seen = 0;
         if (!s.publish(queued, closing | replaced | expired, seen)) {
             destroy_owned(s, refusal(seen));
-            return;
+            return false;
         }
         if (!idle_.try_push(&s)) { // closed meanwhile (it never fills): it is still ours
             s.become(busy);
             destroy_owned(s, "pool closed");
+            return false;
         }
+        return true;
     }
 
     // Whether `s` (owned, live) is one more connection than max_size allows; if so it is
@@ -931,13 +939,15 @@ private:
         return true;
     }
 
-    // A new connection goes to the queue: to the oldest waiter, else idle.
+    // A new connection goes to the queue: to the oldest waiter, else idle. If it is refused
+    // (retire_all or close during the create, or surplus), free_slot() asks again for the
+    // waiter it was made for.
     void publish_new(Slot& s) noexcept {
         if (take_surplus(s)) {
             destroy_owned(s, shrunk_why);
-            return;
+        } else {
+            to_queue(s);
         }
-        to_queue(s);
     }
 
     // Creates connections (on this thread) until min_idle are idle, within the creation limits.
@@ -984,13 +994,11 @@ private:
         return since;
     }
 
+    // Idle connections, counted as stats() counts them.
     std::size_t idle_count() const noexcept {
-        std::size_t n = 0;
+        std::size_t n = idle_.size();
         const std::size_t size = slots_.size();
-        for (std::size_t i = 0; i < size; ++i) {
-            const std::uint32_t st = slots_[i].bare();
-            n += (st == parked || st == queued) ? 1 : 0;
-        }
+        for (std::size_t i = 0; i < size; ++i) n += slots_[i].bare() == parked ? 1 : 0;
         return n;
     }
 
