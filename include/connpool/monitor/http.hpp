@@ -17,6 +17,7 @@
 #include <utility>
 
 #include <httplib.h>
+#include <sys/socket.h> // setsockopt
 
 #include <connpool/monitor/hub.hpp>
 #include <connpool/monitor/json_lines.hpp>
@@ -78,6 +79,12 @@ public:
         });
         server_->set_error_handler([](const httplib::Request&, httplib::Response& res) {
             if (res.status == 404) res.set_content("not found: try /metrics or /jobs\n", "text/plain");
+        });
+        // httplib's default adds SO_REUSEPORT, which lets a second server share a port in use
+        // and silently split the scrapes; keep only SO_REUSEADDR (restarts past TIME_WAIT).
+        server_->set_socket_options([](socket_t sock) {
+            int yes = 1;
+            ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
         });
         if (address.port == 0) {
             port_ = server_->bind_to_any_port(address.host);

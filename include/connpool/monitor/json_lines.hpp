@@ -35,7 +35,7 @@ inline std::string rfc3339(std::chrono::system_clock::time_point t) {
     const std::time_t tt = std::chrono::system_clock::to_time_t(seconds);
     std::tm utc{};
     ::gmtime_r(&tt, &utc);
-    char buffer[40];
+    char buffer[64];
     std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900, utc.tm_mon + 1,
                   utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, static_cast<int>((ms - seconds).count()));
     return buffer;
@@ -94,7 +94,8 @@ public:
     void on_job(const JobEvent& e) override {
         const Progress& p = *e.progress;
         nlohmann::ordered_json line = header(e.time, "job." + std::string(to_string(e.type)));
-        for (auto& [key, value] : to_json(p).items()) line[key] = value;
+        nlohmann::ordered_json body = to_json(p); // named: a temporary would die before the loop body
+        for (auto it = body.begin(); it != body.end(); ++it) line[it.key()] = std::move(it.value());
         line["job_key"] = e.key;
         std::lock_guard lock(mu_);
         if (e.type == JobEventType::progress) {

@@ -51,6 +51,7 @@ inline std::string redact(std::string_view text) {
             std::size_t k = i;
             while (k < text.size() && detail::is_key_char(text[k])) ++k;
             std::size_t v = k;
+            if (v < text.size() && (text[v] == '"' || text[v] == '\'') && i > 0 && text[i - 1] == text[v]) ++v; // "key": in JSON
             while (v < text.size() && text[v] == ' ') ++v;
             if (v < text.size() && (text[v] == '=' || text[v] == ':') && detail::is_secret_key(text.substr(i, k - i)) &&
                 !(text[v] == ':' && v + 1 < text.size() && text[v + 1] == '/')) {

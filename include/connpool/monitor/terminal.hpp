@@ -167,7 +167,8 @@ public:
                 ++i;
                 continue;
             }
-            if ((static_cast<unsigned char>(line[i]) & 0xC0) != 0x80) ++visible;
+            const auto b = static_cast<unsigned char>(line[i]);
+            if ((b & 0xC0) != 0x80 && b >= 0x20) ++visible; // '\r' and the like move, they take no column
         }
         return visible;
     }
@@ -184,7 +185,8 @@ public:
                 colour_open = line.compare(start, 4, "\x1b[0m") != 0;
                 continue;
             }
-            if ((static_cast<unsigned char>(line[i]) & 0xC0) == 0x80) continue;
+            const auto b = static_cast<unsigned char>(line[i]);
+            if ((b & 0xC0) == 0x80 || b < 0x20) continue;
             if (++visible > width) return line.substr(0, i) + (colour_open ? "\x1b[0m" : "");
         }
         return line;
