@@ -15,6 +15,11 @@
 #include <charconv> // std::to_chars: fast, locale-independent numbers
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -264,5 +269,68 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
 inline void write_textfile(const std::filesystem::path& path, std::string_view text) {
     detail::replace_file(path, text, 0644);
 }
+
+/// Keeps a node_exporter textfile up to date from its own thread: writes `render()` to `path`
+/// at once, every `period`, and a last time on stop(), so even a backup process that lives a few
+/// seconds leaves its final metrics behind. A write that fails goes to `on_error` (the writer
+/// keeps trying); the default ignores it.
+class TextfileWriter {
+public:
+    /// Produces the text to write, e.g. `[&hub] { return render_prometheus(hub.metrics()); }`.
+    using Source = std::function<std::string()>;
+
+    /// Starts writing `render()` to `path` every `period`. Whatever `render` reads must outlive
+    /// the writer (or its stop()).
+    TextfileWriter(std::filesystem::path path, Source render, std::chrono::milliseconds period,
+                   std::function<void(const std::exception&)> on_error = {})
+        : path_(std::move(path)), render_(std::move(render)), period_(period), on_error_(std::move(on_error)),
+          thread_([this] { loop(); }) {}
+
+    TextfileWriter(const TextfileWriter&) = delete;
+    TextfileWriter& operator=(const TextfileWriter&) = delete;
+
+    /// Stops, as stop() does.
+    ~TextfileWriter() { stop(); }
+
+    /// Stops the thread and writes the file a last time. Idempotent; call from one thread.
+    void stop() {
+        if (!thread_.joinable()) return;
+        {
+            std::lock_guard lock(mu_);
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+        write();
+    }
+
+private:
+    void write() {
+        try {
+            write_textfile(path_, render_());
+        } catch (const std::exception& e) {
+            if (on_error_) on_error_(e);
+        }
+    }
+
+    void loop() {
+        std::unique_lock lock(mu_);
+        while (!stopping_) {
+            lock.unlock();
+            write();
+            lock.lock();
+            cv_.wait_for(lock, period_, [this] { return stopping_; });
+        }
+    }
+
+    std::filesystem::path path_;
+    Source render_;
+    std::chrono::milliseconds period_;
+    std::function<void(const std::exception&)> on_error_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stopping_ = false; // guarded by mu_
+    std::thread thread_;    // last: starts after everything it reads is initialized
+};
 
 } // namespace connpool::monitor

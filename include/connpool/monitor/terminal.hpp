@@ -124,8 +124,8 @@ inline std::string terminal_safe(std::string_view text) {
 
 /// Draws snapshots of jobs on a FILE: a live block of bars or plain lines, per TerminalOptions.
 ///
-/// Design: the view keeps what it last drew (the block's height; per job id, the last state and
-/// percent printed), so jobs should come in a stable order (JobRunner::snapshot() order). Not
+/// Design: the view keeps what it last drew (the block's height; per job, the last state and
+/// percent printed, by id, kind and name), so jobs should come in a stable order (JobRunner::snapshot() order). Not
 /// thread-safe: one thread (a TerminalMonitor) calls show(). It reads only snapshots, never the
 /// jobs' callbacks' data.
 class TerminalView {
@@ -196,7 +196,7 @@ private:
     using clock = std::chrono::steady_clock;
 
     struct Printed {
-        std::uint64_t id = 0;
+        std::string key; // id, kind and name
         JobState state = JobState::queued;
         int percent = -1;
         clock::time_point at{};
@@ -253,7 +253,7 @@ private:
         const auto widest = [&](int detail) {
             std::size_t widest = 0;
             for (const auto* p : shown)
-                if (p->state != JobState::failed) widest = std::max(widest, columns(describe(*p, 0, detail)));
+                widest = std::max(widest, columns(describe(*p, 0, detail, /*with_error=*/false)));
             return widest + 4; // a bar adds "  [" and "]"
         };
         while (detail_ > 0 && widest(detail_) + min_bar > room) --detail_;
@@ -282,20 +282,27 @@ private:
         const auto now = options_.now();
         std::string text;
         for (const auto& p : jobs) {
-            auto it = std::find_if(printed_.begin(), printed_.end(), [&](const Printed& x) { return x.id == p.id; });
+            // Ids are per runner and a view may show several runners' jobs: key by id, kind and name.
+            const std::string key = std::to_string(p.id) + '\0' + std::string(to_string(p.kind)) + '\0' + p.name;
+            auto it = std::find_if(printed_.begin(), printed_.end(), [&](const Printed& x) { return x.key == key; });
             const int percent = percent_of(p);
             const bool fresh = it == printed_.end();
             const bool state_changed = fresh || p.state != it->state;
             const bool moved = !fresh && percent != it->percent && now - it->at >= options_.plain_interval;
             if (!state_changed && !moved) continue;
-            const Printed entry{p.id, p.state, percent, now};
+            const Printed entry{key, p.state, percent, now};
             if (fresh) {
                 printed_.push_back(entry);
             } else {
                 *it = entry;
             }
-            const std::string line = "[" + pad_left(format_duration(now - started_at_), 6) + "] " + describe(p, /*bar=*/0);
-            text += fit(line, options_.width - 1) + "\n";
+            // Each line on its own: drop the least useful fields until it fits (the error is cut).
+            const std::string stamp = "[" + pad_left(format_duration(now - started_at_), 6) + "] ";
+            int detail = all_details;
+            while (detail > 0 && columns(stamp + describe(p, 0, detail, /*with_error=*/false)) > options_.width - 1) --detail;
+            std::string line = fit(stamp + describe(p, /*bar=*/0, detail), options_.width - 1);
+            line.erase(line.find_last_not_of(' ') + 1); // padding that ends a line only costs bytes
+            text += line + "\n";
         }
         if (!text.empty()) write(text);
     }
@@ -305,9 +312,9 @@ private:
     enum Detail : int { keep_always, keep_eta, keep_restarts, keep_rate, keep_waited, keep_pages, keep_kind };
     static constexpr int all_details = keep_kind;
 
-    /// Returns one line about `p`: with a bar of `bar` cells when bar > 0, and the fields whose
-    /// Detail is at most `detail`.
-    std::string describe(const Progress& p, std::size_t bar, int detail = all_details) const {
+    /// Returns one line about `p`: with a bar of `bar` cells when bar > 0, the fields whose
+    /// Detail is at most `detail`, and a failed job's error unless `with_error` is false.
+    std::string describe(const Progress& p, std::size_t bar, int detail = all_details, bool with_error = true) const {
         std::string name = fit(p.name, name_width_);
         std::string line = pad_right(name, name_width_);
         if (detail >= keep_kind) line += "  " + pad_right(std::string(to_string(p.kind)), 7);
@@ -337,7 +344,7 @@ private:
         // Restarts apart from done/total: a restarted copy re-reads pages, which is why done can
         // pass the database's size.
         if (detail >= keep_restarts && p.restarts > 0) line += "  restarts " + std::to_string(p.restarts);
-        if (p.state == JobState::failed) line += "  error: " + p.error;
+        if (p.state == JobState::failed && with_error) line += "  error: " + p.error;
         return line;
     }
 
@@ -379,7 +386,7 @@ private:
     std::size_t name_width_ = 0;   // widest name so far (at most max_name), so columns don't jump
     std::size_t bar_width_ = 30;   // live: cells in a bar
     int detail_ = all_details;     // live: which fields fit (see Detail)
-    std::vector<Printed> printed_; // plain: what was last printed, per job id
+    std::vector<Printed> printed_; // plain: what was last printed, per job
 };
 
 /// Shows a source of progress snapshots on a TerminalView from its own thread, every `period`,
