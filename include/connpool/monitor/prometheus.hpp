@@ -58,8 +58,20 @@ inline void append_number(std::string& out, std::uint64_t v) {
     out.append(buffer, r.ptr);
 }
 
+/// Returns whether clean() could change `text`: anything but ASCII without '=' and ':' (the
+/// characters every secret pattern needs). Lets the common name skip clean()'s copies.
+inline bool may_need_cleaning(std::string_view text) noexcept {
+    for (const char c : text)
+        if (static_cast<unsigned char>(c) >= 0x80 || c == '=' || c == ':') return true;
+    return false;
+}
+
 /// Appends `value` escaped as a label value: backslash, double quote and newline.
 inline void append_label_value(std::string& out, std::string_view value) {
+    if (value.find_first_of("\\\"\n") == std::string_view::npos) {
+        out += value; // the usual case, in one copy
+        return;
+    }
     for (const char c : value) {
         switch (c) {
         case '\\': out += "\\\\"; break;
@@ -67,6 +79,15 @@ inline void append_label_value(std::string& out, std::string_view value) {
         case '\n': out += "\\n"; break;
         default: out += c;
         }
+    }
+}
+
+/// Appends `value` clean()ed and escaped as a label value.
+inline void append_clean_label_value(std::string& out, std::string_view value) {
+    if (may_need_cleaning(value)) {
+        append_label_value(out, clean(value));
+    } else {
+        append_label_value(out, value);
     }
 }
 
@@ -82,13 +103,15 @@ inline void family(std::string& out, std::string_view name, std::string_view typ
     out += '\n';
 }
 
-/// Appends `name{labels} value\n`; `labels` is already rendered (`pool="x",state="idle"`).
+/// Appends `name{labels<more>} value\n`; `labels` and `more` are already rendered
+/// (`pool="x"`, `,state="idle"`), so a series' common labels are built once.
 template <class V>
-void sample(std::string& out, std::string_view name, std::string_view labels, V value) {
+void sample(std::string& out, std::string_view name, std::string_view labels, V value, std::string_view more = {}) {
     out += name;
-    if (!labels.empty()) {
+    if (!labels.empty() || !more.empty()) {
         out += '{';
         out += labels;
+        out += more;
         out += '}';
     }
     out += ' ';
@@ -115,7 +138,7 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
     std::vector<std::string> pool_labels; // pool="<name>", rendered once
     for (const auto& p : m.pools) {
         std::string l = "pool=\"";
-        detail::append_label_value(l, clean(p.name));
+        detail::append_clean_label_value(l, p.name);
         l += '"';
         pool_labels.push_back(std::move(l));
     }
@@ -126,8 +149,8 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
     family(out, "connpool_pool_connections", "gauge", "Connections open in the pool, by state (idle or in_use).");
     for (std::size_t i = 0; i < m.pools.size(); ++i) {
         if (!m.pools[i].stats) continue;
-        sample(out, "connpool_pool_connections", pool_labels[i] + ",state=\"idle\"", std::uint64_t{m.pools[i].stats->idle});
-        sample(out, "connpool_pool_connections", pool_labels[i] + ",state=\"in_use\"", std::uint64_t{m.pools[i].stats->in_use});
+        sample(out, "connpool_pool_connections", pool_labels[i], std::uint64_t{m.pools[i].stats->idle}, ",state=\"idle\"");
+        sample(out, "connpool_pool_connections", pool_labels[i], std::uint64_t{m.pools[i].stats->in_use}, ",state=\"in_use\"");
     }
     static constexpr std::array<Gauge, 10> pool_families{{
         {"connpool_pool_max_connections", "gauge", "Most connections the pool may open (max_size).",
@@ -200,43 +223,49 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
 
     // ---- jobs: one series per (name, kind), the newest job of each ----
     std::vector<std::size_t> shown;
-    std::vector<std::string> job_labels(m.jobs.size());
+    std::vector<std::string> job_labels(m.jobs.size()); // sized once: the set below views into it
     {
-        std::unordered_set<std::string> seen;
+        std::unordered_set<std::string_view> seen;
         seen.reserve(m.jobs.size() * 2);
         for (std::size_t i = m.jobs.size(); i-- > 0;) {
-            std::string l = "name=\"";
-            detail::append_label_value(l, clean(m.jobs[i].name));
+            std::string& l = job_labels[i];
+            l = "name=\"";
+            detail::append_clean_label_value(l, m.jobs[i].name);
             l += "\",kind=\"";
             l += to_string(m.jobs[i].kind);
             l += '"';
             if (!seen.insert(l).second) continue;
-            job_labels[i] = std::move(l);
             shown.push_back(i);
         }
         std::reverse(shown.begin(), shown.end());
     }
     family(out, "connpool_job_state", "gauge", "A job's current state (1 for the state it is in).");
     for (const auto i : shown) {
-        std::string labels = job_labels[i] + ",state=\"";
-        labels += to_string(m.jobs[i].state);
-        labels += '"';
-        sample(out, "connpool_job_state", labels, std::uint64_t{1});
+        out += "connpool_job_state{";
+        out += job_labels[i];
+        out += ",state=\"";
+        out += to_string(m.jobs[i].state);
+        out += "\"} 1\n";
     }
     family(out, "connpool_job_progress_ratio", "gauge", "Fraction of a job's work done, 0 to 1 (when its total is known).");
     for (const auto i : shown)
         if (const auto f = m.jobs[i].fraction()) sample(out, "connpool_job_progress_ratio", job_labels[i], *f);
-    const auto unit_labels = [&](std::size_t i) {
-        std::string labels = job_labels[i] + ",unit=\"";
-        detail::append_label_value(labels, m.jobs[i].unit.empty() ? std::string("units") : clean(m.jobs[i].unit));
-        labels += '"';
-        return labels;
-    };
+    std::vector<std::string> unit_labels(m.jobs.size());
+    for (const auto i : shown) {
+        std::string& l = unit_labels[i];
+        l = ",unit=\"";
+        if (m.jobs[i].unit.empty()) {
+            l += "units";
+        } else {
+            detail::append_clean_label_value(l, m.jobs[i].unit);
+        }
+        l += '"';
+    }
     family(out, "connpool_job_work_done", "gauge", "Units of work a job has done (label unit says what they are).");
-    for (const auto i : shown) sample(out, "connpool_job_work_done", unit_labels(i), m.jobs[i].done);
+    for (const auto i : shown) sample(out, "connpool_job_work_done", job_labels[i], m.jobs[i].done, unit_labels[i]);
     family(out, "connpool_job_work_expected", "gauge", "Units of work a job has in all, when known.");
     for (const auto i : shown)
-        if (m.jobs[i].total != 0) sample(out, "connpool_job_work_expected", unit_labels(i), m.jobs[i].total);
+        if (m.jobs[i].total != 0) sample(out, "connpool_job_work_expected", job_labels[i], m.jobs[i].total, unit_labels[i]);
     family(out, "connpool_job_elapsed_seconds", "gauge", "Time a job has been running (holding a connection).");
     for (const auto i : shown)
         sample(out, "connpool_job_elapsed_seconds", job_labels[i], detail::to_seconds(m.jobs[i].elapsed));
@@ -253,12 +282,13 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
     family(out, "connpool_job_last_success_timestamp_seconds", "gauge",
            "When a job of this name and kind last succeeded, in seconds since the Unix epoch.");
     for (const auto& s : m.last_success) {
-        std::string labels = "name=\"";
-        detail::append_label_value(labels, clean(s.name));
-        labels += "\",kind=\"";
-        labels += to_string(s.kind);
-        labels += '"';
-        sample(out, "connpool_job_last_success_timestamp_seconds", labels, detail::seconds_since_epoch(s.time));
+        out += "connpool_job_last_success_timestamp_seconds{name=\"";
+        detail::append_clean_label_value(out, s.name);
+        out += "\",kind=\"";
+        out += to_string(s.kind);
+        out += "\"} ";
+        detail::append_number(out, detail::seconds_since_epoch(s.time));
+        out += '\n';
     }
     return out;
 }
