@@ -68,7 +68,9 @@ inline bool may_need_cleaning(std::string_view text) noexcept {
 
 /// Appends `value` escaped as a label value: backslash, double quote and newline.
 inline void append_label_value(std::string& out, std::string_view value) {
-    if (value.find_first_of("\\\"\n") == std::string_view::npos) {
+    bool plain = true;
+    for (const char c : value) plain = plain && c != '\\' && c != '"' && c != '\n';
+    if (plain) {
         out += value; // the usual case, in one copy
         return;
     }
