@@ -245,7 +245,10 @@ private:
     }
 
     void show_live(const std::vector<Progress>& jobs) {
-        const auto [shown, summary] = choose(jobs);
+        // Not a structured binding: clang 14 cannot capture one in the lambda below.
+        const auto chosen = choose(jobs);
+        const std::vector<const Progress*>& shown = chosen.first;
+        const std::string& summary = chosen.second;
         // Fit the longest line to the width: first drop the least useful fields, then shrink the
         // bar. Both only ever go down, and apply to every line, so columns stay put from frame to
         // frame. A failed job's error text is cut instead.
