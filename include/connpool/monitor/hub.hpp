@@ -41,22 +41,6 @@
 
 namespace connpool::monitor {
 
-/// Returns the event kind's name as sinks print it ("created", "create_failed", "timeout", ...).
-/// The one switch to extend when the core adds a PoolEventKind.
-constexpr std::string_view to_string(PoolEventKind kind) noexcept {
-    switch (kind) {
-    case PoolEventKind::created: return "created";
-    case PoolEventKind::create_failed: return "create_failed";
-    case PoolEventKind::destroyed: return "destroyed";
-    case PoolEventKind::acquired: return "acquired";
-    case PoolEventKind::released: return "released";
-    case PoolEventKind::timeout: return "timeout";
-    case PoolEventKind::leak: return "leak";
-    case PoolEventKind::validation_failed: return "validation_failed";
-    }
-    return "unknown";
-}
-
 /// What happened to a job, as the hub classifies its progress callbacks.
 enum class JobEventType {
     queued,   ///< submitted (its first callback)
