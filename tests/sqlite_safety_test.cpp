@@ -476,3 +476,43 @@ TEST_F(SqliteSafety, restore_steps_grow_so_a_large_restore_takes_few_steps) {
     EXPECT_EQ(last, pages);
     EXPECT_LT(steps, pages / 8 / 4) << steps << " steps of " << pages << " pages: the step never grew";
 }
+
+// ---- verification: what the default check (page checksums + quick_check) catches -------------
+
+TEST_F(SqliteSafety, a_page_stored_corrupted_by_the_disk_fails_the_default_verification_and_leaves_no_file) {
+    // Page 40's write is stored with one byte flipped in the middle of a row's payload, and
+    // reported as a success: quick_check alone does not look at payload bytes.
+    const auto dest = dir_ / "backup.db";
+    FaultVfs::Armed corrupt(FaultPlan{.file_contains = ".tmp-",
+                                      .op = FaultOp::write,
+                                      .rc = SQLITE_IOERR_WRITE,
+                                      .times = 1,
+                                      .beyond_bytes = 39 * 4096,
+                                      .corrupt = true});
+    auto h = run(source_, sqlite::backup_to(dest));
+    corrupt.disarm();
+    ASSERT_EQ(corrupt.failures(), 1);
+    ASSERT_EQ(h.state(), JobState::failed);
+    EXPECT_THAT(h.error(), HasSubstr("page checksums"));
+    EXPECT_THAT(h.error(), HasSubstr("page 40"));
+    EXPECT_THAT(h.error(), HasSubstr(dest.string()));
+    EXPECT_FALSE(fs::exists(dest));
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+    EXPECT_EQ(pool_->stats().discarded, 0u);
+}
+
+TEST_F(SqliteSafety, quick_check_alone_passes_the_same_silently_corrupted_copy) {
+    // Why the default adds checksums: the same corruption sails through Check::quick.
+    const auto dest = dir_ / "backup.db";
+    FaultVfs::Armed corrupt(FaultPlan{.file_contains = ".tmp-",
+                                      .op = FaultOp::write,
+                                      .rc = SQLITE_IOERR_WRITE,
+                                      .times = 1,
+                                      .beyond_bytes = 39 * 4096,
+                                      .corrupt = true});
+    auto h = run(source_, sqlite::backup_to(dest, sqlite::BackupOptions{.verify = sqlite::Check::quick}));
+    corrupt.disarm();
+    ASSERT_EQ(corrupt.failures(), 1);
+    EXPECT_EQ(h.state(), JobState::succeeded) << h.error();
+    EXPECT_NE(file_bytes(dest), file_bytes(source_));
+}

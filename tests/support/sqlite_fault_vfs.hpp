@@ -34,6 +34,9 @@ struct FaultPlan {
     int skip = 0;
     int times = -1;
     std::uint64_t beyond_bytes = 0;
+    /// Instead of failing a write, store it with one byte flipped and report success: a disk or
+    /// driver that corrupts data silently.
+    bool corrupt = false;
 };
 
 class FaultVfs {
@@ -111,8 +114,17 @@ private:
         return real(f)->pMethods->xRead(real(f), p, n, off);
     }
     static int x_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
-        if (const int rc = fault(f, FaultOp::write, static_cast<std::uint64_t>(off + n)); rc != SQLITE_OK) return rc;
+        if (const int rc = fault(f, FaultOp::write, static_cast<std::uint64_t>(off + n)); rc != SQLITE_OK) {
+            if (!corrupting()) return rc;
+            std::string bad(static_cast<const char*>(p), static_cast<std::size_t>(n));
+            bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x5A);
+            return real(f)->pMethods->xWrite(real(f), bad.data(), n, off);
+        }
         return real(f)->pMethods->xWrite(real(f), p, n, off);
+    }
+    static bool corrupting() {
+        std::lock_guard lock(state().mu);
+        return state().plan.corrupt;
     }
     static int x_truncate(sqlite3_file* f, sqlite3_int64 size) { return real(f)->pMethods->xTruncate(real(f), size); }
     static int x_sync(sqlite3_file* f, int flags) {
