@@ -217,6 +217,10 @@ public:
     /// Flushes the file's data and size to stable storage; throws Error naming the file.
     void sync() const { fsync_fd(fd_, path_); }
 
+    /// Asks the kernel to drop the file's cached pages (after sync(): they are clean), so that
+    /// reading it back reads storage rather than memory. Best effort: some file systems keep them.
+    void drop_cached_pages() const noexcept { (void)::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED); }
+
     /// Gives the file its final name: replaces an existing file (Publish::replace, atomic) or
     /// fails with EEXIST without touching one (Publish::no_replace), then flushes the directory.
     /// Throws Error saying exactly what is true: when only the directory flush failed, the file

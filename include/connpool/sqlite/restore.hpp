@@ -32,6 +32,7 @@ struct RestoreOptions {
     /// Pause between steps. Default 0.
     std::chrono::milliseconds pause{0};
     /// Check run on the snapshot of the source before the target is touched. Default integrity.
+    /// (Check::pages is a backup's check; for a source it means Check::quick.)
     Check verify_source = Check::integrity;
     /// How long the source or the target may stay busy or locked, in a row, before the job
     /// fails. Default 30 s. The target connection's own busy timeout is suspended meanwhile.
@@ -155,7 +156,9 @@ inline void run_restore(Connection& connection, const std::filesystem::path& sou
 
             // 2. The snapshot is checked whole before the target is touched.
             if (options.verify_source != Check::none) reporter.set_phase("checking source");
-            if (const auto problems = check_problems(snap.get(), options.verify_source, who + " cannot be read");
+            if (const auto problems = check_problems(
+                    snap.get(), options.verify_source == Check::pages ? Check::quick : options.verify_source,
+                    who + " cannot be read");
                 !problems.empty())
                 throw OperationError(who + " failed its check:\n" + problems);
         } catch (const Error& e) {
