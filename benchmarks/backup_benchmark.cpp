@@ -38,6 +38,8 @@
 //                                    callback after every step (the worst case of the layer).
 //   BM_ConnpoolVerifyPages/step:256  verify = Check::pages (BackupOptions' default: page checksums
 //                                    as written, compared with the file read back, + quick_check).
+//   BM_ConnpoolVerifyPagesFromStorage/step:256  the same, read back from the device
+//                                    (BackupOptions::verify_from_storage).
 //   BM_ConnpoolVerifyQuick/step:256  verify = Check::quick (the copy is quick_check-ed).
 //   BM_ConnpoolVerifyIntegrity/step:256  verify = Check::integrity (the default before issue 8).
 //   BM_SqliteCliBackup/step:256      `sqlite3 SRC ".backup DEST"`, a whole process per backup (the
@@ -859,6 +861,7 @@ void BM_AdapterInline(benchmark::State& state, int pages_per_step) {
 struct Variant {
     int pages_per_step = 256;
     sq::Check verify = sq::Check::none;
+    bool from_storage = false; // BackupOptions::verify_from_storage
     std::chrono::milliseconds progress_interval{100}; // RunnerOptions' default
 };
 
@@ -875,7 +878,10 @@ void BM_Connpool(benchmark::State& state, Variant variant) {
         state.SkipWithError(e.what());
         return;
     }
-    const sq::BackupOptions options{.pages_per_step = variant.pages_per_step, .overwrite = true, .verify = variant.verify};
+    const sq::BackupOptions options{.pages_per_step = variant.pages_per_step,
+                                    .overwrite = true,
+                                    .verify = variant.verify,
+                                    .verify_from_storage = variant.from_storage};
     ProgressBoard board;
     std::uint64_t callbacks = 0;
     timed_backups(
@@ -933,6 +939,8 @@ void register_all() {
     add("BM_RawOnWorker/step:256", BM_RawOnWorker, 256);
     add("BM_AdapterInline/step:256", BM_AdapterInline, 256);
     add("BM_ConnpoolVerifyPages/step:256", BM_Connpool, Variant{.pages_per_step = 256, .verify = sq::Check::pages});
+    add("BM_ConnpoolVerifyPagesFromStorage/step:256", BM_Connpool,
+        Variant{.pages_per_step = 256, .verify = sq::Check::pages, .from_storage = true});
     add("BM_ConnpoolVerifyQuick/step:256", BM_Connpool, Variant{.pages_per_step = 256, .verify = sq::Check::quick});
     add("BM_ConnpoolVerifyIntegrity/step:256", BM_Connpool,
         Variant{.pages_per_step = 256, .verify = sq::Check::integrity});

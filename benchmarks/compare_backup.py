@@ -31,10 +31,12 @@ BASELINE = "BM_Raw"
 CONTENDER = "BM_Connpool"
 ONE_THREAD = "BM_RawOneThread"  # the raw loop in a process with no other thread
 INFO = [ONE_THREAD, "BM_RawOnWorker", "BM_AdapterInline", "BM_ConnpoolEveryReport", "BM_ConnpoolVerifyPages",
+        "BM_ConnpoolVerifyPagesFromStorage",
         "BM_ConnpoolVerifyQuick", "BM_ConnpoolVerifyIntegrity", "BM_SqliteCliBackup", "BM_SqliteCliVacuumInto"]
 CLI = "BM_SqliteCliBackup"  # the sqlite3 shell's unverified .backup, one process per backup
 VERIFY_TARGET = 1.5  # issue 8: the default (verified) backup <= 1.5 x the CLI's .backup
 VERSUS_CLI = [("BM_ConnpoolVerifyPages", "backup_to, verify = pages (the default)"),
+              ("BM_ConnpoolVerifyPagesFromStorage", "backup_to, verify = pages, read back from the device"),
               ("BM_ConnpoolVerifyQuick", "backup_to, verify = quick"),
               ("BM_ConnpoolVerifyIntegrity", "backup_to, verify = integrity (the old default)"),
               ("BM_Connpool", "backup_to, verify = none"),

@@ -35,8 +35,8 @@ struct BackupOptions {
     bool overwrite = false;
     /// Check run on the finished copy before it gets its final name. Default Check::pages: a
     /// checksum of every page as SQLite wrote it from the snapshot, compared with the file read
-    /// back from storage after its fsync (every page there, none lost, torn or changed), and the
-    /// copy opens and its schema reads. Check::quick / Check::integrity run SQLite's structural
+    /// back after its fsync (every page there, none lost, torn or changed on its way to the file
+    /// system), and the copy opens and its schema reads. Check::quick / Check::integrity run SQLite's structural
     /// checks instead (which also find corruption the source already had), at 1-2x / 5-8x the
     /// cost of the copy (see the README's backup benchmark).
     Check verify = Check::pages;
@@ -47,6 +47,10 @@ struct BackupOptions {
     /// How long the source may stay busy or locked, in a row, before the job fails. Default 30 s.
     /// Kept to within a step: the connection's own busy timeout is suspended during the copy.
     std::chrono::milliseconds busy_limit{30'000};
+    /// With Check::pages, drop the copy's cached pages before reading it back, so the read-back
+    /// comes from the storage device (it also catches what the device loses or garbles), at the
+    /// cost of reading the whole file from it. Default false: read back through the page cache.
+    bool verify_from_storage = false;
 };
 
 /// Removes the temp files that killed or crashed backups to `dest` left beside it (and their
@@ -149,7 +153,7 @@ inline void run_backup(Connection& connection, const std::filesystem::path& dest
         if (by_pages) {
             reporter.set_phase("verifying");
             // Read back from storage, not from the page cache that still holds what was written.
-            temp.drop_cached_pages();
+            if (options.verify_from_storage) temp.drop_cached_pages();
             checksums.verify(temp.path(), what);
         }
         if (reporter.stop_requested()) return; // last chance to cancel before the file appears
