@@ -36,8 +36,16 @@
 //                                    with a pool never gets; connpool against it is reported too.
 //   BM_ConnpoolEveryReport/step:S    the same with RunnerOptions::progress_interval = 0: a
 //                                    callback after every step (the worst case of the layer).
+//   BM_ConnpoolVerifyPages/step:256  verify = Check::pages (BackupOptions' default: page checksums
+//                                    as written, compared with the file read back, + quick_check).
+//   BM_ConnpoolVerifyPagesFromStorage/step:256  the same, read back from the device
+//                                    (BackupOptions::verify_from_storage).
 //   BM_ConnpoolVerifyQuick/step:256  verify = Check::quick (the copy is quick_check-ed).
-//   BM_ConnpoolVerifyIntegrity/step:256  verify = Check::integrity (BackupOptions' default).
+//   BM_ConnpoolVerifyIntegrity/step:256  verify = Check::integrity (the default before issue 8).
+//   BM_SqliteCliBackup/step:256      `sqlite3 SRC ".backup DEST"`, a whole process per backup (the
+//                                    CLI's own step size): the tool users compare with. Issue 8's
+//                                    target: BM_ConnpoolVerifyPages <= 1.5 x this, same run.
+//   BM_SqliteCliVacuumInto/step:256  `sqlite3 SRC "VACUUM INTO 'DEST'"`, likewise.
 //   Diagnostics that take the contender's cost apart (step 256):
 //   BM_RawOnWorker       the raw loop, handed to a long-lived thread through a mutex and a
 //                        condition variable (JobRunner's hand-off, nothing else of the layer).
@@ -93,6 +101,7 @@
 #include <malloc.h> // mallopt
 #include <signal.h>
 #include <sys/resource.h> // getrusage
+#include <sys/wait.h>     // waitpid
 #include <time.h>         // clock_gettime
 #include <unistd.h>
 
@@ -535,14 +544,15 @@ private:
 // Source connections are opened the way sqlite::Factory opens them (default FactoryOptions).
 constexpr int kSourceFlags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
 
-// Checks the copy (untimed) and deletes it; returns what is wrong, if anything.
-std::string check_and_remove_copy() {
+// Checks the copy (untimed) and deletes it; returns what is wrong, if anything. (VACUUM INTO
+// writes a rebuilt database, whose size differs from the source's.)
+std::string check_and_remove_copy(bool same_size = true) {
     std::error_code ec;
     const auto size = fs::file_size(g_dest, ec);
     std::string problem;
     if (ec) {
         problem = "no backup at '" + g_dest.string() + "': " + ec.message();
-    } else if (size != g_source.bytes) {
+    } else if (same_size && size != g_source.bytes) {
         problem = "the backup has " + std::to_string(size) + " bytes, the source " + std::to_string(g_source.bytes);
     }
     fs::remove(g_dest, ec);
@@ -601,7 +611,7 @@ int raw_backup(sqlite3* source, const fs::path& dest, int pages_per_step) {
 // service has after its first backup: the source connection's page cache filled (allocated
 // from the arena of the thread that runs backups), the runner's thread warm.
 template <class Backup, class Check>
-void timed_backups(benchmark::State& state, Backup&& backup, Check&& check) {
+void timed_backups(benchmark::State& state, Backup&& backup, Check&& check, bool same_size = true) {
     {
         std::string problem;
         try {
@@ -610,7 +620,7 @@ void timed_backups(benchmark::State& state, Backup&& backup, Check&& check) {
             problem = e.what();
         }
         if (problem.empty()) problem = check();
-        if (problem.empty()) problem = check_and_remove_copy();
+        if (problem.empty()) problem = check_and_remove_copy(same_size);
         if (!problem.empty()) {
             state.SkipWithError(("warm-up backup: " + problem).c_str());
             return;
@@ -628,7 +638,7 @@ void timed_backups(benchmark::State& state, Backup&& backup, Check&& check) {
         probe.end();
         state.PauseTiming();
         if (problem.empty()) problem = check();
-        if (problem.empty()) problem = check_and_remove_copy();
+        if (problem.empty()) problem = check_and_remove_copy(same_size);
         state.ResumeTiming();
         if (!problem.empty()) {
             state.SkipWithError(problem.c_str());
@@ -851,6 +861,7 @@ void BM_AdapterInline(benchmark::State& state, int pages_per_step) {
 struct Variant {
     int pages_per_step = 256;
     sq::Check verify = sq::Check::none;
+    bool from_storage = false; // BackupOptions::verify_from_storage
     std::chrono::milliseconds progress_interval{100}; // RunnerOptions' default
 };
 
@@ -867,7 +878,10 @@ void BM_Connpool(benchmark::State& state, Variant variant) {
         state.SkipWithError(e.what());
         return;
     }
-    const sq::BackupOptions options{.pages_per_step = variant.pages_per_step, .overwrite = true, .verify = variant.verify};
+    const sq::BackupOptions options{.pages_per_step = variant.pages_per_step,
+                                    .overwrite = true,
+                                    .verify = variant.verify,
+                                    .verify_from_storage = variant.from_storage};
     ProgressBoard board;
     std::uint64_t callbacks = 0;
     timed_backups(
@@ -881,6 +895,33 @@ void BM_Connpool(benchmark::State& state, Variant variant) {
     state.counters["callbacks"] = static_cast<double>(callbacks);
     runner.reset();
     pool.reset();
+}
+
+// The sqlite3 command-line shell, as a user comparing tools runs it: one whole process per
+// backup (`sqlite3 SRC ".backup 'DEST'"` or `sqlite3 SRC "VACUUM INTO 'DEST'"`), timed from fork
+// to exit. Neither verifies its copy; .backup writes through a rollback journal with
+// synchronous=FULL, VACUUM INTO writes a rebuilt (possibly smaller) file.
+std::string run_cli(const std::string& command) {
+    const pid_t pid = ::fork();
+    if (pid < 0) return std::string("fork: ") + errno_text();
+    if (pid == 0) {
+        const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null_fd >= 0) ::dup2(null_fd, STDOUT_FILENO);
+        ::execlp("sqlite3", "sqlite3", "-batch", g_source.path.c_str(), command.c_str(), static_cast<char*>(nullptr));
+        std::_Exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) return "the sqlite3 shell is not installed (Debian: sqlite3)";
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "sqlite3 " + command + " failed";
+    return {};
+}
+
+void BM_SqliteCli(benchmark::State& state, bool vacuum) {
+    const std::string dest = g_dest.string();
+    const std::string command = vacuum ? "VACUUM INTO '" + dest + "'" : ".backup '" + dest + "'";
+    timed_backups(state, [&] { return run_cli(command); }, [] { return std::string(); }, !vacuum);
 }
 
 void register_all() {
@@ -897,9 +938,14 @@ void register_all() {
     }
     add("BM_RawOnWorker/step:256", BM_RawOnWorker, 256);
     add("BM_AdapterInline/step:256", BM_AdapterInline, 256);
+    add("BM_ConnpoolVerifyPages/step:256", BM_Connpool, Variant{.pages_per_step = 256, .verify = sq::Check::pages});
+    add("BM_ConnpoolVerifyPagesFromStorage/step:256", BM_Connpool,
+        Variant{.pages_per_step = 256, .verify = sq::Check::pages, .from_storage = true});
     add("BM_ConnpoolVerifyQuick/step:256", BM_Connpool, Variant{.pages_per_step = 256, .verify = sq::Check::quick});
     add("BM_ConnpoolVerifyIntegrity/step:256", BM_Connpool,
         Variant{.pages_per_step = 256, .verify = sq::Check::integrity});
+    add("BM_SqliteCliBackup/step:256", BM_SqliteCli, false);
+    add("BM_SqliteCliVacuumInto/step:256", BM_SqliteCli, true);
 }
 
 } // namespace

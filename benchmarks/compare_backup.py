@@ -30,8 +30,17 @@ TARGET = 1.05  # the issue: overhead <= 5 %
 BASELINE = "BM_Raw"
 CONTENDER = "BM_Connpool"
 ONE_THREAD = "BM_RawOneThread"  # the raw loop in a process with no other thread
-INFO = [ONE_THREAD, "BM_RawOnWorker", "BM_AdapterInline", "BM_ConnpoolEveryReport", "BM_ConnpoolVerifyQuick",
-        "BM_ConnpoolVerifyIntegrity"]
+INFO = [ONE_THREAD, "BM_RawOnWorker", "BM_AdapterInline", "BM_ConnpoolEveryReport", "BM_ConnpoolVerifyPages",
+        "BM_ConnpoolVerifyPagesFromStorage",
+        "BM_ConnpoolVerifyQuick", "BM_ConnpoolVerifyIntegrity", "BM_SqliteCliBackup", "BM_SqliteCliVacuumInto"]
+CLI = "BM_SqliteCliBackup"  # the sqlite3 shell's unverified .backup, one process per backup
+VERIFY_TARGET = 1.5  # issue 8: the default (verified) backup <= 1.5 x the CLI's .backup
+VERSUS_CLI = [("BM_ConnpoolVerifyPages", "backup_to, verify = pages (the default)"),
+              ("BM_ConnpoolVerifyPagesFromStorage", "backup_to, verify = pages, read back from the device"),
+              ("BM_ConnpoolVerifyQuick", "backup_to, verify = quick"),
+              ("BM_ConnpoolVerifyIntegrity", "backup_to, verify = integrity (the old default)"),
+              ("BM_Connpool", "backup_to, verify = none"),
+              ("BM_SqliteCliVacuumInto", "sqlite3 VACUUM INTO (unverified)")]
 TIME_UNITS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}  # to milliseconds
 
 
@@ -231,6 +240,23 @@ def main():
         print("\n## Informational variants, against BM_Raw of the same step size (not part of the claim)\n")
         print(table(["benchmark", "time", "MB/s", "ratio", "paired ratio", "best ratio", "CPU ratio",
                      "callbacks per backup"], rows))
+
+    cli = runs.get((CLI, 256), [])
+    if cli:
+        rows = []
+        for family, label in VERSUS_CLI:
+            reps_list = runs.get((family, 256), [])
+            if not reps_list:
+                continue
+            ratio, paired, best = ratios(reps_list, cli)
+            verdict = ("yes" if ratio is not None and ratio <= VERIFY_TARGET else "NO") \
+                if family == "BM_ConnpoolVerifyPages" else ""
+            rows.append([label, fmt(med([r.ms for r in good(reps_list)]), ".1f", " ms"),
+                         fmt(med([r.ms for r in good(cli)]), ".1f", " ms"),
+                         fmt(ratio, ".3f"), fmt(paired, ".3f"), fmt(best, ".3f"), verdict])
+        print("\n## Against the sqlite3 shell's unverified `.backup` (whole process per backup), same run\n")
+        print(table(["contender", "time", "sqlite3 .backup time", "ratio", "paired ratio", "best ratio",
+                     f"≤ {VERIFY_TARGET:g}×?"], rows))
 
     rows = []
     for (family, s), reps_list in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][0])):

@@ -1,0 +1,172 @@
+// io::TempFile, publish and remove_stale_temps on a real file system: owner-only and locked
+// while written, never clobbering with Publish::no_replace, a sweep that removes the temps of
+// dead writers (a SIGKILLed child process among them) but never a locked one.
+#include <connpool/io/durable_file.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "sqlite_fixtures.hpp"
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+namespace fs = std::filesystem;
+namespace io = connpool::io;
+using connpool::testing::file_bytes;
+using connpool::testing::file_mode;
+using connpool::testing::temp_files;
+using connpool::testing::TempDir;
+using connpool::testing::write_file;
+
+namespace {
+
+class IoDurableFile : public ::testing::Test {
+protected:
+    static void write_all(const io::TempFile& temp, const std::string& bytes) {
+        ASSERT_EQ(::write(temp.fd(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    }
+    /// Returns whether another open file description can take the flock on `path` now.
+    static bool lockable(const fs::path& path) {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return false;
+        const bool ok = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+        ::close(fd);
+        return ok;
+    }
+
+    TempDir dir_;
+    fs::path dest_ = dir_ / "backup.bin";
+};
+
+} // namespace
+
+TEST_F(IoDurableFile, temp_file_is_owner_only_locked_beside_the_destination_and_removed_unless_published) {
+    fs::path path;
+    {
+        io::TempFile temp(dest_, io::Publish::no_replace);
+        path = temp.path();
+        EXPECT_EQ(path.parent_path(), dir_.path());
+        EXPECT_THAT(path.filename().string(), ::testing::StartsWith(".backup.bin.tmp-"));
+        EXPECT_EQ(file_mode(path), 0600u);
+        EXPECT_FALSE(lockable(path)) << "a temp file being written must be locked";
+        write_all(temp, "partial");
+    }
+    EXPECT_FALSE(fs::exists(path));
+    EXPECT_FALSE(fs::exists(dest_));
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+}
+
+TEST_F(IoDurableFile, publish_gives_the_final_name_and_no_replace_never_clobbers_a_file) {
+    {
+        io::TempFile temp(dest_, io::Publish::no_replace);
+        write_all(temp, "first");
+        temp.sync();
+        temp.publish();
+    }
+    EXPECT_EQ(file_bytes(dest_), "first");
+    EXPECT_EQ(file_mode(dest_), 0600u);
+    {
+        io::TempFile temp(dest_, io::Publish::no_replace);
+        write_all(temp, "second");
+        try {
+            temp.publish();
+            ADD_FAILURE() << "published over an existing file";
+        } catch (const io::Error& e) {
+            EXPECT_EQ(e.code(), EEXIST);
+            EXPECT_THAT(e.what(), HasSubstr(dest_.string()));
+            EXPECT_THAT(e.what(), HasSubstr("exists"));
+        }
+    }
+    EXPECT_EQ(file_bytes(dest_), "first");
+    {
+        io::TempFile temp(dest_, io::Publish::replace);
+        write_all(temp, "third");
+        temp.publish();
+    }
+    EXPECT_EQ(file_bytes(dest_), "third");
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+}
+
+TEST_F(IoDurableFile, a_temp_file_in_a_directory_that_cannot_hold_files_fails_naming_it) {
+    // /proc takes no new files, for root too.
+    try {
+        io::TempFile temp("/proc/connpool-io-test.bin", io::Publish::replace);
+        ADD_FAILURE() << "created a file in /proc";
+    } catch (const io::Error& e) {
+        EXPECT_THAT(e.what(), HasSubstr("/proc"));
+        EXPECT_NE(e.code(), 0);
+    }
+}
+
+TEST_F(IoDurableFile, sweep_removes_unlocked_temps_of_the_destination_only_and_spares_locked_ones) {
+    write_file(dir_ / ".backup.bin.tmp-Stale1", "stale");
+    write_file(dir_ / ".backup.bin.tmp-Stale1-journal", "stale journal");
+    write_file(dir_ / ".other.bin.tmp-Stale2", "someone else's");
+    write_file(dir_ / "backup.bin", "the real file");
+    io::TempFile live(dest_, io::Publish::replace, {"-journal"});
+    EXPECT_EQ(io::remove_stale_temps(dest_, {"-journal"}), 1u);
+    EXPECT_TRUE(fs::exists(live.path())) << "the sweep removed a temp file that is being written";
+    EXPECT_FALSE(fs::exists(dir_ / ".backup.bin.tmp-Stale1"));
+    EXPECT_FALSE(fs::exists(dir_ / ".backup.bin.tmp-Stale1-journal"));
+    EXPECT_TRUE(fs::exists(dir_ / ".other.bin.tmp-Stale2"));
+    EXPECT_EQ(file_bytes(dir_ / "backup.bin"), "the real file");
+}
+
+TEST_F(IoDurableFile, the_temp_of_a_sigkilled_writer_is_stale_and_the_sweep_removes_it) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        // Only async-signal-safe work before the kill would be ideal; a TempFile is open(),
+        // flock() and a mutex in a fresh process, which is fine after fork in this
+        // single-threaded test.
+        io::TempFile temp(dest_, io::Publish::replace);
+        const char byte = 'r';
+        (void)::write(ready[1], &byte, 1);
+        for (;;) ::pause();
+    }
+    ::close(ready[1]);
+    char byte = 0;
+    ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+    ::close(ready[0]);
+    ASSERT_THAT(temp_files(dir_.path()), SizeIs(1));
+    const fs::path left = dir_ / temp_files(dir_.path()).front();
+    EXPECT_EQ(io::remove_stale_temps(dest_), 0u) << "the writer is alive and holds its lock";
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(fs::exists(left)) << "a killed writer cannot clean up";
+    EXPECT_EQ(io::remove_stale_temps(dest_), 1u);
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+}
+
+TEST_F(IoDurableFile, a_destination_name_of_255_characters_gets_a_temp_name_within_name_max) {
+    const fs::path long_dest = dir_ / std::string(255, 'n');
+    const std::string prefix = io::temp_prefix(long_dest);
+    EXPECT_LE(prefix.size() + 6 + 8, 255u) << "temp name plus '-journal' must fit in NAME_MAX";
+    EXPECT_NE(io::temp_prefix(dir_ / (std::string(254, 'n') + "a")),
+              io::temp_prefix(dir_ / (std::string(254, 'n') + "b")))
+        << "two long names that share their start must not share temp files";
+    {
+        io::TempFile temp(long_dest, io::Publish::no_replace);
+        write_all(temp, "long");
+        temp.publish();
+    }
+    EXPECT_EQ(file_bytes(long_dest), "long");
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+}
