@@ -39,10 +39,12 @@
 // and leaves nothing behind: capacity is never handed to a particular waiter, only connections.
 //
 // Creation (the reason no acquire can outlive its deadline): acquirers never call create().
-// Creator threads (at most max_concurrent_creates, started when first needed) create while
-// there are more waiters than creations in flight and room under max_size, and push each new
-// connection into the idle queue, so it goes to the oldest waiter, or stays idle if that waiter
-// gave up meanwhile (as HikariCP's connection adder does). Capacity, demand and back-off are
+// A waiter that registers asks for one creation unless those pending and in flight already
+// match the waiters (`pending_`); one that leaves drops a request nobody waits for; a slot
+// freed while waiters outnumber requests asks again. Creator threads (at most
+// max_concurrent_creates, started when first needed) take requests while there is room under
+// max_size, and push each new connection into the idle queue, so it goes to the oldest
+// waiter, or stays idle if that waiter gave up meanwhile (as HikariCP's connection adder does). Capacity, demand and back-off are
 // counted under `control_`, the one mutex of the slow path: a slot freed while a waiter prepares
 // to sleep is seen by one of them, because both take control_. A failing create() backs off
 // exponentially; the creators sleep until it ends. min_idle top-ups are created by maintenance
