@@ -702,19 +702,17 @@ private:
     }
 
     // Moves an owned slot with a live connection into the idle queue (which hands it to the
-    // oldest waiter), unless a flag says it must go. Returns whether it went to the queue.
-    bool to_queue(Slot& s) noexcept {
+    // oldest waiter), unless a flag says it must go.
+    void to_queue(Slot& s) noexcept {
         std::uint32_t seen = 0;
         if (!s.publish(queued, closing | replaced | expired, seen)) {
             destroy_owned(s, refusal(seen));
-            return false;
+            return;
         }
         if (!idle_.try_push(&s)) { // closed meanwhile (it never fills): it is still ours
             s.become(busy);
             destroy_owned(s, "pool closed");
-            return false;
         }
-        return true;
     }
 
     // Whether `s` (owned, live) is one more connection than max_size allows; if so it is
