@@ -1,25 +1,22 @@
 // io::TempFile, publish and remove_stale_temps on a real file system: owner-only and locked
 // while written, never clobbering with Publish::no_replace, a sweep that removes the temps of
-// dead writers (a SIGKILLed child process among them) but never a locked one.
+// dead writers (a SIGKILLed child process among them) but never a locked one; and, through the
+// io::Syscalls seam, file systems without renameat2 or hard links and a failing directory fsync.
 #include <connpool/io/durable_file.hpp>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <cerrno>
 #include <filesystem>
 #include <string>
-#include <thread>
 
-#include "sqlite_fixtures.hpp"
+#include "io_fixtures.hpp"
 
-using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
@@ -29,27 +26,13 @@ namespace io = connpool::io;
 using connpool::testing::file_bytes;
 using connpool::testing::file_mode;
 using connpool::testing::temp_files;
-using connpool::testing::TempDir;
 using connpool::testing::write_file;
 
 namespace {
 
-class IoDurableFile : public ::testing::Test {
+class IoDurableFile : public connpool::testing::IoTest {
 protected:
-    static void write_all(const io::TempFile& temp, const std::string& bytes) {
-        ASSERT_EQ(::write(temp.fd(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-    }
-    /// Returns whether another open file description can take the flock on `path` now.
-    static bool lockable(const fs::path& path) {
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return false;
-        const bool ok = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
-        ::close(fd);
-        return ok;
-    }
-
-    TempDir dir_;
-    fs::path dest_ = dir_ / "backup.bin";
+    static void write_all(const io::TempFile& temp, const std::string& bytes) { IoTest::write_all(temp.fd(), bytes); }
 };
 
 } // namespace
@@ -169,4 +152,96 @@ TEST_F(IoDurableFile, a_destination_name_of_255_characters_gets_a_temp_name_with
     }
     EXPECT_EQ(file_bytes(long_dest), "long");
     EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+}
+
+// ---- file systems this machine may not have (io::Syscalls answers as their kernels do) -------
+
+TEST_F(IoDurableFile, without_renameat2_no_replace_publishes_by_hard_link_and_still_never_clobbers) {
+    const io::ScopedSyscalls fs_without(connpool::testing::without_renameat2());
+    {
+        io::TempFile temp(dest_, io::Publish::no_replace);
+        write_all(temp, "first");
+        temp.sync();
+        temp.publish();
+    }
+    EXPECT_EQ(file_bytes(dest_), "first");
+    {
+        io::TempFile temp(dest_, io::Publish::no_replace);
+        write_all(temp, "second");
+        try {
+            temp.publish();
+            ADD_FAILURE() << "published over an existing file";
+        } catch (const io::Error& e) {
+            EXPECT_EQ(e.code(), EEXIST);
+            EXPECT_THAT(e.what(), HasSubstr(dest_.string()));
+        }
+    }
+    EXPECT_EQ(file_bytes(dest_), "first");
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty()) << "the link fallback left its temp name behind";
+}
+
+TEST_F(IoDurableFile, without_renameat2_or_hard_links_no_replace_fails_before_anything_is_written) {
+    const io::ScopedSyscalls fs_without(connpool::testing::without_renameat2_or_hard_links());
+    write_file(dest_, "the old file");
+    try {
+        io::TempFile temp(dest_, io::Publish::no_replace);
+        ADD_FAILURE() << "a temp file for a publish that cannot happen was created";
+    } catch (const io::Error& e) {
+        EXPECT_EQ(e.code(), EPERM);
+        EXPECT_THAT(e.what(), HasSubstr(dest_.string()));
+        EXPECT_THAT(e.what(), HasSubstr("neither renameat2(RENAME_NOREPLACE) nor hard links"));
+        EXPECT_THAT(e.what(), HasSubstr("allow replacing"));
+    }
+    EXPECT_EQ(file_bytes(dest_), "the old file");
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+    // Replacing needs neither, so it still works there.
+    {
+        io::TempFile temp(dest_, io::Publish::replace);
+        write_all(temp, "new");
+        temp.sync();
+        temp.publish();
+    }
+    EXPECT_EQ(file_bytes(dest_), "new");
+}
+
+TEST_F(IoDurableFile, a_failed_directory_fsync_says_the_file_is_in_place_and_what_is_at_risk) {
+    const io::ScopedSyscalls fs_with(connpool::testing::with_failing_directory_fsync());
+    io::TempFile temp(dest_, io::Publish::no_replace);
+    write_all(temp, "complete");
+    temp.sync(); // a file's fsync still works
+    try {
+        temp.publish();
+        ADD_FAILURE() << "a failed directory fsync went unreported";
+    } catch (const io::Error& e) {
+        EXPECT_EQ(e.code(), EIO);
+        EXPECT_THAT(e.what(), HasSubstr(dest_.string()));
+        EXPECT_THAT(e.what(), HasSubstr("complete and in place under its final name"));
+        EXPECT_THAT(e.what(), HasSubstr("Input/output error"));
+    }
+    EXPECT_EQ(file_bytes(dest_), "complete") << "what is true: the file is there, whole";
+}
+
+TEST_F(IoDurableFile, sync_while_runs_the_work_and_the_flush_and_reports_the_flush_failing) {
+    io::TempFile temp(dest_, io::Publish::replace);
+    write_all(temp, "bytes");
+    bool ran = false;
+    temp.sync_while([&] { ran = true; });
+    EXPECT_TRUE(ran);
+    io::Syscalls failing;
+    failing.fsync = [](int) {
+        errno = EIO;
+        return -1;
+    };
+    const io::ScopedSyscalls fs_with(failing);
+    ran = false;
+    try {
+        temp.sync_while([&] { ran = true; });
+        ADD_FAILURE() << "a failed fsync went unreported";
+    } catch (const io::Error& e) {
+        EXPECT_EQ(e.code(), EIO);
+        EXPECT_THAT(e.what(), HasSubstr(temp.path().string()));
+    }
+    EXPECT_TRUE(ran);
+    // The work's own failure wins (it says what is wrong with the content).
+    EXPECT_THROW(temp.sync_while([] { throw std::runtime_error("content"); }), std::runtime_error);
 }

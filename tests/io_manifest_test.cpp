@@ -10,7 +10,7 @@
 #include <fstream>
 #include <string>
 
-#include "sqlite_fixtures.hpp"
+#include "io_fixtures.hpp"
 
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -20,12 +20,11 @@ namespace io = connpool::io;
 using connpool::testing::file_bytes;
 using connpool::testing::file_mode;
 using connpool::testing::temp_files;
-using connpool::testing::TempDir;
 using connpool::testing::write_file;
 
 namespace {
 
-class IoManifest : public ::testing::Test {
+class IoManifest : public connpool::testing::IoTest {
 protected:
     void SetUp() override {
         write_file(dir_ / "orders.copy", std::string(100'000, 'o'));
@@ -45,8 +44,6 @@ protected:
             for (const auto& part : parts) EXPECT_THAT(e.what(), HasSubstr(part));
         }
     }
-
-    TempDir dir_;
 };
 
 } // namespace

@@ -18,11 +18,14 @@
 #include <cstdio>  // renameat2, RENAME_NOREPLACE (glibc; g++ and libstdc++ define _GNU_SOURCE)
 #include <cstring> // std::strerror
 #include <filesystem>
+#include <exception>
 #include <initializer_list>
 #include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -50,7 +53,26 @@ private:
 /// Whether publish() may replace an existing file at the destination.
 enum class Publish { replace, no_replace };
 
+/// The system calls of this layer in which file systems differ (renameat2 and hard links are
+/// missing on some; fsync can fail). Tests replace them (ScopedSyscalls) to run the real code
+/// paths of such a file system on any machine; nothing else should.
+struct Syscalls {
+    /// renameat2(2); ENOSYS/EINVAL where the kernel or file system lacks it or RENAME_NOREPLACE.
+    int (*rename_noreplace)(const char* from, const char* to) = [](const char* from, const char* to) {
+        return ::renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+    };
+    /// link(2); EPERM where the file system has no hard links (vfat, some FUSE and network mounts).
+    int (*link)(const char* from, const char* to) = ::link;
+    /// fsync(2) of a file or a directory.
+    int (*fsync)(int fd) = ::fsync;
+};
+
 namespace detail {
+
+inline Syscalls& syscalls() {
+    static Syscalls table;
+    return table;
+}
 
 inline std::string quoted(const std::filesystem::path& path) { return "'" + path.string() + "'"; }
 
@@ -78,6 +100,24 @@ inline void close_quietly(int fd) noexcept {
 
 } // namespace detail
 
+/// Replaces this layer's system calls (see Syscalls) while it lives, and puts the previous ones
+/// back on destruction. For tests: install it before any durable-file work starts and destroy it
+/// after that work ended (it is not synchronized with calls in flight).
+class ScopedSyscalls {
+public:
+    /// Installs `replacement` process-wide.
+    explicit ScopedSyscalls(const Syscalls& replacement) : saved_(detail::syscalls()) {
+        detail::syscalls() = replacement;
+    }
+    ScopedSyscalls(const ScopedSyscalls&) = delete;
+    ScopedSyscalls& operator=(const ScopedSyscalls&) = delete;
+    /// Restores the system calls that were installed before.
+    ~ScopedSyscalls() { detail::syscalls() = saved_; }
+
+private:
+    Syscalls saved_;
+};
+
 /// Returns the name prefix (without directory) every temp file of `dest` starts with:
 /// ".<name>.tmp-", with a long name shortened (and a hash of it added) so that the whole temp
 /// name, companions included, stays within NAME_MAX.
@@ -96,14 +136,14 @@ inline void close_quietly(int fd) noexcept {
 
 /// Flushes the open file `fd` (named `path` in errors) to stable storage, or throws Error.
 inline void fsync_fd(int fd, const std::filesystem::path& path) {
-    if (::fsync(fd) != 0) detail::throw_errno("cannot flush " + detail::quoted(path) + " to disk", errno);
+    if (detail::syscalls().fsync(fd) != 0) detail::throw_errno("cannot flush " + detail::quoted(path) + " to disk", errno);
 }
 
 /// Flushes the file or directory at `path` to stable storage, or throws Error naming it.
 inline void fsync_path(const std::filesystem::path& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) detail::throw_errno("cannot open " + detail::quoted(path) + " to flush it to disk", errno);
-    if (::fsync(fd) != 0) {
+    if (detail::syscalls().fsync(fd) != 0) {
         const int error = errno;
         ::close(fd);
         detail::throw_errno("cannot flush " + detail::quoted(path) + " to disk", error);
@@ -191,7 +231,17 @@ public:
             std::lock_guard lock(live.mu);
             live.paths.insert(path_.string());
         }
-        if (mode_ == Publish::no_replace) probe_no_replace();
+        if (mode_ == Publish::no_replace) {
+            try {
+                probe_no_replace();
+            } catch (...) { // no destructor runs for a constructor that throws: clean up here
+                ::unlink(path_.c_str());
+                ::unlink((path_.string() + "-probe").c_str());
+                forget();
+                detail::close_quietly(fd_);
+                throw;
+            }
+        }
     }
 
     TempFile(const TempFile&) = delete;
@@ -217,6 +267,38 @@ public:
     /// Flushes the file's data and size to stable storage; throws Error naming the file.
     void sync() const { fsync_fd(fd_, path_); }
 
+    /// Runs sync() on another thread while `work` runs on this one, and returns when both are
+    /// done: for work that reads the file through the page cache (a checksum of it, say), which
+    /// gives the same bytes before the flush as after it, so it can use the time the flush
+    /// spends waiting for the device. Rethrows `work`'s exception if it threw, else sync()'s.
+    /// Runs the two one after the other when no thread can be started.
+    template <class Work>
+    void sync_while(Work&& work) const {
+        std::exception_ptr sync_error;
+        std::thread syncer;
+        try {
+            syncer = std::thread([this, &sync_error] {
+                try {
+                    sync();
+                } catch (...) {
+                    sync_error = std::current_exception();
+                }
+            });
+        } catch (const std::system_error&) { // no thread to be had: one after the other
+            sync();
+            work();
+            return;
+        }
+        try {
+            work();
+        } catch (...) {
+            syncer.join();
+            throw;
+        }
+        syncer.join();
+        if (sync_error) std::rethrow_exception(sync_error);
+    }
+
     /// Asks the kernel to drop the file's cached pages (after sync(): they are clean), so that
     /// reading it back reads storage rather than memory. Best effort: some file systems keep them.
     void drop_cached_pages() const noexcept { (void)::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED); }
@@ -240,7 +322,7 @@ public:
         published_ = true;
         forget();
         const int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        const int error = fd < 0 ? errno : (::fsync(fd) != 0 ? errno : 0);
+        const int error = fd < 0 ? errno : (detail::syscalls().fsync(fd) != 0 ? errno : 0);
         detail::close_quietly(fd);
         if (error != 0)
             throw Error(detail::quoted(dest_) +
@@ -256,18 +338,18 @@ private:
     /// has no renameat2 (link fails with EEXIST too, so neither ever replaces a file).
     int rename_no_replace(const std::filesystem::path& from, const std::filesystem::path& to) const {
         if (use_link_) {
-            if (::link(from.c_str(), to.c_str()) != 0) return errno;
+            if (detail::syscalls().link(from.c_str(), to.c_str()) != 0) return errno;
             ::unlink(from.c_str());
             return 0;
         }
-        return ::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0 ? 0 : errno;
+        return detail::syscalls().rename_noreplace(from.c_str(), to.c_str()) == 0 ? 0 : errno;
     }
 
     /// Finds, on the empty temp file, how this file system publishes without replacing, so a
     /// file system that can do neither fails before the copy rather than after it.
     void probe_no_replace() {
         const std::filesystem::path probe = path_.string() + "-probe";
-        if (::renameat2(AT_FDCWD, path_.c_str(), AT_FDCWD, probe.c_str(), RENAME_NOREPLACE) == 0) {
+        if (detail::syscalls().rename_noreplace(path_.c_str(), probe.c_str()) == 0) {
             if (::rename(probe.c_str(), path_.c_str()) != 0)
                 detail::throw_errno("cannot rename the temp file " + detail::quoted(probe) + " back", errno);
             return;
@@ -275,7 +357,7 @@ private:
         const int error = errno;
         if (error != EINVAL && error != ENOSYS && error != ENOTSUP)
             detail::throw_errno("cannot test publishing into " + detail::quoted(dir_), error);
-        if (::link(path_.c_str(), probe.c_str()) != 0)
+        if (detail::syscalls().link(path_.c_str(), probe.c_str()) != 0)
             detail::throw_errno("cannot publish " + detail::quoted(dest_) +
                                     " without replacing: the file system supports neither renameat2(RENAME_NOREPLACE) "
                                     "nor hard links (allow replacing to use plain rename)",
