@@ -7,6 +7,8 @@
 //
 // Thread-safety: the plan is guarded by one mutex; arm it before the operation starts.
 
+#include <connpool/sqlite/vfs_shim.hpp>
+
 #include <sqlite3.h>
 
 #include <cstdint>
@@ -39,7 +41,7 @@ struct FaultPlan {
     bool corrupt = false;
 };
 
-class FaultVfs {
+class FaultVfs : private connpool::sqlite::detail::ForwardingIo<FaultVfs> {
 public:
     /// Installs the fault VFS as the default (once per process) and arms `plan` until the
     /// returned guard is destroyed.
@@ -77,19 +79,20 @@ private:
         int failed = 0;
         sqlite3_vfs* real = nullptr;
         sqlite3_vfs vfs{};
-        sqlite3_io_methods methods{};
     };
     static State& state() {
         static State s;
         return s;
     }
 
+    // The forwarding base builds the method table from the x_ functions below and its own.
+    friend struct connpool::sqlite::detail::ForwardingIo<FaultVfs>;
+    using Io = connpool::sqlite::detail::ForwardingIo<FaultVfs>;
+
     struct File {
-        sqlite3_file base;
-        sqlite3_file* real;
+        connpool::sqlite::detail::ShimFile shim;
         char name[600];
     };
-    static sqlite3_file* real(sqlite3_file* f) { return reinterpret_cast<File*>(f)->real; }
 
     /// Returns the error to inject into this operation, or SQLITE_OK.
     static int fault(sqlite3_file* f, FaultOp op, std::uint64_t end) {
@@ -108,7 +111,6 @@ private:
         return s.plan.rc;
     }
 
-    static int x_close(sqlite3_file* f) { return real(f)->pMethods->xClose(real(f)); }
     static int x_read(sqlite3_file* f, void* p, int n, sqlite3_int64 off) {
         if (const int rc = fault(f, FaultOp::read, static_cast<std::uint64_t>(off + n)); rc != SQLITE_OK) return rc;
         return real(f)->pMethods->xRead(real(f), p, n, off);
@@ -122,52 +124,26 @@ private:
         }
         return real(f)->pMethods->xWrite(real(f), p, n, off);
     }
-    static bool corrupting() {
-        std::lock_guard lock(state().mu);
-        return state().plan.corrupt;
-    }
-    static int x_truncate(sqlite3_file* f, sqlite3_int64 size) { return real(f)->pMethods->xTruncate(real(f), size); }
     static int x_sync(sqlite3_file* f, int flags) {
         if (const int rc = fault(f, FaultOp::sync, 0); rc != SQLITE_OK) return rc;
         return real(f)->pMethods->xSync(real(f), flags);
     }
-    static int x_file_size(sqlite3_file* f, sqlite3_int64* size) { return real(f)->pMethods->xFileSize(real(f), size); }
-    static int x_lock(sqlite3_file* f, int l) { return real(f)->pMethods->xLock(real(f), l); }
-    static int x_unlock(sqlite3_file* f, int l) { return real(f)->pMethods->xUnlock(real(f), l); }
-    static int x_check_reserved(sqlite3_file* f, int* out) {
-        return real(f)->pMethods->xCheckReservedLock(real(f), out);
-    }
-    static int x_file_control(sqlite3_file* f, int op, void* arg) {
-        return real(f)->pMethods->xFileControl(real(f), op, arg);
-    }
-    static int x_sector_size(sqlite3_file* f) { return real(f)->pMethods->xSectorSize(real(f)); }
-    static int x_device_characteristics(sqlite3_file* f) { return real(f)->pMethods->xDeviceCharacteristics(real(f)); }
-    static int x_shm_map(sqlite3_file* f, int region, int size, int extend, void volatile** out) {
-        return real(f)->pMethods->xShmMap(real(f), region, size, extend, out);
-    }
-    static int x_shm_lock(sqlite3_file* f, int offset, int n, int flags) {
-        return real(f)->pMethods->xShmLock(real(f), offset, n, flags);
-    }
-    static void x_shm_barrier(sqlite3_file* f) { real(f)->pMethods->xShmBarrier(real(f)); }
-    static int x_shm_unmap(sqlite3_file* f, int del) { return real(f)->pMethods->xShmUnmap(real(f), del); }
     // No memory-mapped I/O: every read goes through xRead, where faults are injected.
     static int x_fetch(sqlite3_file*, sqlite3_int64, int, void** out) {
         *out = nullptr;
         return SQLITE_OK;
     }
     static int x_unfetch(sqlite3_file*, sqlite3_int64, void*) { return SQLITE_OK; }
+    static bool corrupting() {
+        std::lock_guard lock(state().mu);
+        return state().plan.corrupt;
+    }
 
-    static int x_open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
-        State& s = state();
+    static int x_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
         auto* file = reinterpret_cast<File*>(f);
-        file->real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(f) + sizeof(File));
         std::memset(file->name, 0, sizeof file->name);
         if (name != nullptr) std::strncpy(file->name, name, sizeof file->name - 1);
-        file->base.pMethods = nullptr;
-        (void)vfs;
-        const int rc = s.real->xOpen(s.real, name, file->real, flags, out_flags);
-        if (file->real->pMethods != nullptr) file->base.pMethods = &s.methods;
-        return rc;
+        return Io::open_wrapped(state().real, name, f, flags, out_flags);
     }
 
     static void install() {
@@ -175,31 +151,8 @@ private:
         std::call_once(once, [] {
             State& s = state();
             s.real = sqlite3_vfs_find(nullptr);
-            s.vfs = *s.real;
+            s.vfs = Io::wrap(*s.real, "connpool-fault", x_open);
             s.vfs.iVersion = 2; // no xGetSystemCall & co: those would bypass the wrapper
-            s.vfs.zName = "connpool-fault";
-            s.vfs.szOsFile = static_cast<int>(sizeof(File)) + s.real->szOsFile;
-            s.vfs.pNext = nullptr;
-            s.vfs.xOpen = x_open;
-            s.methods = sqlite3_io_methods{3,
-                                           x_close,
-                                           x_read,
-                                           x_write,
-                                           x_truncate,
-                                           x_sync,
-                                           x_file_size,
-                                           x_lock,
-                                           x_unlock,
-                                           x_check_reserved,
-                                           x_file_control,
-                                           x_sector_size,
-                                           x_device_characteristics,
-                                           x_shm_map,
-                                           x_shm_lock,
-                                           x_shm_barrier,
-                                           x_shm_unmap,
-                                           x_fetch,
-                                           x_unfetch};
             sqlite3_vfs_register(&s.vfs, 1);
         });
     }

@@ -3,14 +3,17 @@
 // Check::pages: a checksum (XXH3-64) of every page as SQLite writes it into a backup file,
 // compared with the file read back once it is closed. It proves that every page of the file is
 // one SQLite wrote from the snapshot (none lost, torn, stale or missing, the size right), at
-// the cost of hashing and one sequential read; quick_check then proves the file opens and reads
-// as a database.
+// the cost of hashing each page twice and one sequential read; a schema read then proves the
+// file opens as a database.
 //
-// Design: a VFS ("connpool-page-checksums") wraps the default one. A PageChecksums object
-// registers the path it will open; the VFS looks the path up when SQLite opens the main database
-// file and hands that file the object, which only the thread using that connection touches. The
-// registry itself is guarded by a mutex.
+// Design: a VFS ("connpool-page-checksums", a vfs_shim.hpp shim over the default VFS) records
+// the pages. A PageChecksums object registers the path it will open; the VFS looks the path up
+// when SQLite opens the main database file and hands that file the object, which only the thread
+// using that connection touches. The registry itself is guarded by a mutex. Checksums are kept in
+// a vector by page number (8 bytes and a bit per page), and the read-back reads 1 MiB at a time:
+// with one pread per page, the system calls cost more than the hashing.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -18,17 +21,16 @@
 #include <map>
 #include <mutex>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include <fcntl.h>  // open
-#include <unistd.h> // pread, close
+#include <unistd.h> // pread
 
 #include <sqlite3.h>
 
 #include "../io/checksum.hpp"
 #include "../jobs.hpp" // OperationError
 #include "error.hpp"
+#include "vfs_shim.hpp"
 
 namespace connpool::sqlite::detail {
 
@@ -51,59 +53,84 @@ public:
         return open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, "backup file", vfs_name());
     }
 
-    /// Reads the closed file at `path` back and throws an OperationError (`what`: the job) unless
-    /// every page in it was written through this object and reads back with the same checksum.
-    void verify(const std::filesystem::path& path, const std::string& what) const {
+    /// Reads the closed file back through `fd` (open for reading; `path` names it in messages)
+    /// and throws an OperationError (`what`: the job) unless every page in it was written through
+    /// this object and reads back with the same checksum, and no written page is missing.
+    void verify(int fd, const std::filesystem::path& path, const std::string& what) const {
         if (page_size_ <= 0) throw OperationError(what + ": verifying the copy failed: no page was written");
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) throw OperationError(what + ": cannot read the copy back: " + std::strerror(errno));
-        std::vector<unsigned char> page(static_cast<std::size_t>(page_size_));
-        std::int64_t offset = 0;
+        if (odd_write_)
+            throw OperationError(what + ": the copy failed its page checksums: SQLite wrote to " + quoted(path) +
+                                 " at an offset that is not a page boundary");
+        const auto page = static_cast<std::size_t>(page_size_);
+        std::vector<unsigned char> buffer(std::max<std::size_t>(page, (std::size_t{1} << 20) / page * page));
+        std::uint64_t pages_read = 0;
         std::string problem;
-        for (;; offset += page_size_) {
-            const ssize_t n = ::pread(fd, page.data(), page.size(), offset);
-            if (n < 0 && errno == EINTR) {
-                offset -= page_size_;
-                continue;
-            }
+        for (std::size_t filled = 0;;) {
+            const ssize_t n = ::pread(fd, buffer.data() + filled, buffer.size() - filled,
+                                      static_cast<off_t>(pages_read * page + filled));
+            if (n < 0 && errno == EINTR) continue;
             if (n < 0) {
                 problem = std::string("reading it back failed: ") + std::strerror(errno);
                 break;
             }
-            if (n == 0) break;
-            const auto number = offset / page_size_ + 1;
-            if (n != page_size_) {
-                problem = "it ends inside page " + std::to_string(number);
+            filled += static_cast<std::size_t>(n);
+            if (n > 0 && filled < buffer.size()) continue; // a short read: fill the buffer first
+            const std::size_t whole = filled / page;
+            for (std::size_t i = 0; i < whole && problem.empty(); ++i, ++pages_read)
+                problem = check_page(pages_read, buffer.data() + i * page);
+            if (!problem.empty()) break;
+            if (n == 0) { // end of file
+                if (filled % page != 0) problem = "it ends inside page " + std::to_string(pages_read + 1);
                 break;
             }
-            const auto it = pages_.find(offset);
-            if (it == pages_.end()) {
-                problem = "page " + std::to_string(number) + " was never written by the copy";
-                break;
-            }
-            if (it->second != io::xxh3(page.data(), page.size())) {
-                problem = "page " + std::to_string(number) + " reads back different from what was written";
-                break;
-            }
+            filled = 0;
         }
-        ::close(fd);
-        if (problem.empty() && static_cast<std::size_t>(offset / page_size_) != pages_.size())
-            problem = "it has " + std::to_string(offset / page_size_) + " pages, but " + std::to_string(pages_.size()) +
+        if (problem.empty() && pages_read != sums_.size())
+            problem = "it has " + std::to_string(pages_read) + " pages, but " + std::to_string(sums_.size()) +
                       " were written";
-        if (!problem.empty()) throw OperationError(what + ": the copy failed its page checksums: " + problem);
+        if (!problem.empty())
+            throw OperationError(what + ": the copy " + quoted(path) + " failed its page checksums: " + problem);
     }
 
 private:
     friend struct ChecksumVfs;
 
+    /// Returns what is wrong with page `index` (0-based) as read back, or "".
+    std::string check_page(std::uint64_t index, const unsigned char* data) const {
+        if (index >= sums_.size() || !written_[index])
+            return "page " + std::to_string(index + 1) + " was never written by the copy";
+        if (sums_[index] != io::xxh3(data, static_cast<std::size_t>(page_size_)))
+            return "page " + std::to_string(index + 1) + " reads back different from what was written";
+        return {};
+    }
+
     void record(const void* data, int size, std::int64_t offset) {
         if (size != page_size_) { // first write, or the page size changed: earlier pages are void
-            pages_.clear();
+            sums_.clear();
+            written_.clear();
             page_size_ = size;
         }
-        pages_[offset] = io::xxh3(data, static_cast<std::size_t>(size));
+        if (size <= 0 || offset < 0 || offset % size != 0) {
+            odd_write_ = true; // SQLite writes a database only in whole pages; verify() refuses this
+            return;
+        }
+        const auto index = static_cast<std::size_t>(offset / size);
+        if (index >= sums_.size()) {
+            sums_.resize(index + 1);
+            written_.resize(index + 1);
+        }
+        sums_[index] = io::xxh3(data, static_cast<std::size_t>(size));
+        written_[index] = true;
     }
-    void truncate(std::int64_t size) { pages_.erase(pages_.lower_bound(size), pages_.end()); }
+    void truncate(std::int64_t size) {
+        if (page_size_ <= 0 || size < 0) return;
+        // A page that starts before the new end stays (and then fails verify as a torn last page).
+        const auto keep = static_cast<std::size_t>((size + page_size_ - 1) / page_size_);
+        if (keep < sums_.size()) {
+            sums_.resize(keep);
+            written_.resize(keep);
+        }
+    }
 
     struct Registry {
         std::mutex mu;
@@ -130,59 +157,29 @@ private:
 
     std::string path_;
     int page_size_ = 0;
-    std::map<std::int64_t, std::uint64_t> pages_; // by offset
+    bool odd_write_ = false;
+    std::vector<std::uint64_t> sums_; // by page index
+    std::vector<bool> written_;       // by page index: sums_ holds a real checksum
 };
 
 /// The wrapping VFS: forwards everything, and records the pages written to registered files.
-struct ChecksumVfs {
+/// (SQLite writes through xWrite even with mmap on; mapped reads are forwarded.)
+struct ChecksumVfs : ForwardingIo<ChecksumVfs> {
     struct File {
-        sqlite3_file base;
-        sqlite3_file* real;
+        ShimFile shim;
         PageChecksums* sums;
     };
-    static sqlite3_file* real(sqlite3_file* f) { return reinterpret_cast<File*>(f)->real; }
+    static PageChecksums* sums(sqlite3_file* f) { return reinterpret_cast<File*>(f)->sums; }
 
-    static int x_close(sqlite3_file* f) { return real(f)->pMethods->xClose(real(f)); }
-    static int x_read(sqlite3_file* f, void* p, int n, sqlite3_int64 off) {
-        return real(f)->pMethods->xRead(real(f), p, n, off);
-    }
     static int x_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
         const int rc = real(f)->pMethods->xWrite(real(f), p, n, off);
-        if (rc == SQLITE_OK) reinterpret_cast<File*>(f)->sums->record(p, n, off);
+        if (rc == SQLITE_OK) sums(f)->record(p, n, off);
         return rc;
     }
     static int x_truncate(sqlite3_file* f, sqlite3_int64 size) {
         const int rc = real(f)->pMethods->xTruncate(real(f), size);
-        if (rc == SQLITE_OK) reinterpret_cast<File*>(f)->sums->truncate(size);
+        if (rc == SQLITE_OK) sums(f)->truncate(size);
         return rc;
-    }
-    static int x_sync(sqlite3_file* f, int flags) { return real(f)->pMethods->xSync(real(f), flags); }
-    static int x_file_size(sqlite3_file* f, sqlite3_int64* size) { return real(f)->pMethods->xFileSize(real(f), size); }
-    static int x_lock(sqlite3_file* f, int l) { return real(f)->pMethods->xLock(real(f), l); }
-    static int x_unlock(sqlite3_file* f, int l) { return real(f)->pMethods->xUnlock(real(f), l); }
-    static int x_check_reserved(sqlite3_file* f, int* out) {
-        return real(f)->pMethods->xCheckReservedLock(real(f), out);
-    }
-    static int x_file_control(sqlite3_file* f, int op, void* arg) {
-        return real(f)->pMethods->xFileControl(real(f), op, arg);
-    }
-    static int x_sector_size(sqlite3_file* f) { return real(f)->pMethods->xSectorSize(real(f)); }
-    static int x_device_characteristics(sqlite3_file* f) { return real(f)->pMethods->xDeviceCharacteristics(real(f)); }
-    static int x_shm_map(sqlite3_file* f, int region, int size, int extend, void volatile** out) {
-        return real(f)->pMethods->xShmMap(real(f), region, size, extend, out);
-    }
-    static int x_shm_lock(sqlite3_file* f, int offset, int n, int flags) {
-        return real(f)->pMethods->xShmLock(real(f), offset, n, flags);
-    }
-    static void x_shm_barrier(sqlite3_file* f) { real(f)->pMethods->xShmBarrier(real(f)); }
-    static int x_shm_unmap(sqlite3_file* f, int del) { return real(f)->pMethods->xShmUnmap(real(f), del); }
-    // No memory-mapped writes bypass xWrite (SQLite writes through xWrite even with mmap on),
-    // but reads may be mapped: forward them.
-    static int x_fetch(sqlite3_file* f, sqlite3_int64 off, int n, void** out) {
-        return real(f)->pMethods->xFetch(real(f), off, n, out);
-    }
-    static int x_unfetch(sqlite3_file* f, sqlite3_int64 off, void* p) {
-        return real(f)->pMethods->xUnfetch(real(f), off, p);
     }
 
     static constexpr int slack = 1024; // room for a wrapping VFS installed later (tests)
@@ -190,75 +187,24 @@ struct ChecksumVfs {
         static sqlite3_vfs* b = nullptr;
         return b;
     }
-    static const sqlite3_io_methods* methods(int version) {
-        static const sqlite3_io_methods v3{3,
-                                           x_close,
-                                           x_read,
-                                           x_write,
-                                           x_truncate,
-                                           x_sync,
-                                           x_file_size,
-                                           x_lock,
-                                           x_unlock,
-                                           x_check_reserved,
-                                           x_file_control,
-                                           x_sector_size,
-                                           x_device_characteristics,
-                                           x_shm_map,
-                                           x_shm_lock,
-                                           x_shm_barrier,
-                                           x_shm_unmap,
-                                           x_fetch,
-                                           x_unfetch};
-        static const sqlite3_io_methods v1{1,
-                                           x_close,
-                                           x_read,
-                                           x_write,
-                                           x_truncate,
-                                           x_sync,
-                                           x_file_size,
-                                           x_lock,
-                                           x_unlock,
-                                           x_check_reserved,
-                                           x_file_control,
-                                           x_sector_size,
-                                           x_device_characteristics,
-                                           nullptr,
-                                           nullptr,
-                                           nullptr,
-                                           nullptr,
-                                           nullptr,
-                                           nullptr};
-        return version >= 3 ? &v3 : &v1;
-    }
 
     static int x_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
-        PageChecksums* sums =
+        PageChecksums* found =
             (flags & SQLITE_OPEN_MAIN_DB) != 0 && name != nullptr ? PageChecksums::registry().find(name) : nullptr;
         // The default VFS now (a test may have installed its own since), if its files fit.
         sqlite3_vfs* b = sqlite3_vfs_find(nullptr);
         if (b == nullptr || b->szOsFile > base()->szOsFile + slack) b = base();
-        if (sums == nullptr) return b->xOpen(b, name, f, flags, out_flags); // not ours: the base file itself
-        auto* file = reinterpret_cast<File*>(f);
-        file->real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(f) + sizeof(File));
-        file->sums = sums;
-        file->base.pMethods = nullptr;
-        const int rc = b->xOpen(b, name, file->real, flags, out_flags);
-        if (file->real->pMethods != nullptr) file->base.pMethods = methods(file->real->pMethods->iVersion);
-        return rc;
+        if (found == nullptr) return b->xOpen(b, name, f, flags, out_flags); // not ours: the base file itself
+        reinterpret_cast<File*>(f)->sums = found;
+        return open_wrapped(b, name, f, flags, out_flags);
     }
 
     /// Registers the VFS once; returns its name.
     static const char* install() {
         static const char* name = [] {
-            static sqlite3_vfs vfs{};
             sqlite3_vfs* b = sqlite3_vfs_find(nullptr);
             base() = b;
-            vfs = *b;
-            vfs.zName = "connpool-page-checksums";
-            vfs.szOsFile = static_cast<int>(sizeof(File)) + b->szOsFile + slack;
-            vfs.pNext = nullptr;
-            vfs.xOpen = x_open;
+            static sqlite3_vfs vfs = wrap(*b, "connpool-page-checksums", x_open, slack);
             sqlite3_vfs_register(&vfs, 0);
             return vfs.zName;
         }();
