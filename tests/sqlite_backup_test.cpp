@@ -20,37 +20,10 @@
 #include <thread>
 #include <vector>
 
+#include "io_fixtures.hpp"
 #include "sqlite_fixtures.hpp"
+#include "sqlite_test_names.hpp"
 
-using namespace std::chrono_literals;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
-
-namespace fs = std::filesystem;
-namespace sqlite = connpool::sqlite;
-using connpool::JobState;
-using connpool::Progress;
-using connpool::testing::create_demo_db;
-using connpool::testing::DemoSpec;
-using connpool::testing::dir_entries;
-using connpool::testing::every_report;
-using connpool::testing::expect_pool_consistent;
-using connpool::testing::file_bytes;
-using connpool::testing::file_mode;
-using connpool::testing::fingerprint;
-using connpool::testing::format_versions;
-using connpool::testing::HandleSlot;
-using connpool::testing::integrity_check;
-using connpool::testing::ProgressLog;
-using connpool::testing::RawDb;
-using connpool::testing::Signal;
-using connpool::testing::sqlite_pool_options;
-using connpool::testing::SqlitePool;
-using connpool::testing::SqliteRunner;
-using connpool::testing::temp_files;
-using connpool::testing::TempDir;
-using connpool::testing::wait_job;
 
 namespace {
 
@@ -279,6 +252,29 @@ TEST(SqliteBackup, destination_in_a_read_only_directory_fails_naming_the_path) {
     ASSERT_EQ(wait_job(h), JobState::failed);
     expect_failed_naming(h, dest, pool);
     EXPECT_THAT(dir_entries(locked), IsEmpty());
+}
+
+TEST(SqliteBackup, destination_on_a_read_only_mount_fails_naming_the_path_for_root_too) {
+    // The equivalent of the test above that runs as root (CI does): a read-only file system stops
+    // root where permission bits do not.
+    TempDir dir;
+    const auto source = dir / "source.db";
+    create_demo_db(source, {.customers = 20, .orders = 100});
+    const auto shelf = dir.subdir("shelf");
+    const connpool::testing::ReadOnlyBindMount read_only(shelf, dir / "ro");
+    if (!read_only.ok()) {
+        if (connpool::testing::on_ci()) FAIL() << "CI must run this test, but: " << read_only.reason();
+        GTEST_SKIP() << read_only.reason();
+    }
+    const auto dest = dir / "ro" / "backup.db";
+
+    SqlitePool pool{sqlite::Factory{source}, sqlite_pool_options(1)};
+    SqliteRunner runner{pool};
+    auto h = runner.submit(sqlite::backup_to(dest));
+    ASSERT_EQ(wait_job(h), JobState::failed);
+    expect_failed_naming(h, dest, pool);
+    EXPECT_THAT(h.error(), HasSubstr("Read-only file system"));
+    EXPECT_THAT(dir_entries(shelf), IsEmpty());
 }
 
 TEST(SqliteBackup, destination_where_no_file_can_be_created_fails_naming_the_path) {

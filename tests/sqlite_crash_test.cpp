@@ -27,24 +27,8 @@
 #include <vector>
 
 #include "sqlite_fixtures.hpp"
+#include "sqlite_test_names.hpp"
 
-using namespace std::chrono_literals;
-using ::testing::IsEmpty;
-
-namespace fs = std::filesystem;
-namespace sqlite = connpool::sqlite;
-using connpool::JobState;
-using connpool::testing::create_demo_db;
-using connpool::testing::DemoSpec;
-using connpool::testing::Fingerprint;
-using connpool::testing::fingerprint;
-using connpool::testing::integrity_check;
-using connpool::testing::RawDb;
-using connpool::testing::sqlite_pool_options;
-using connpool::testing::SqlitePool;
-using connpool::testing::SqliteRunner;
-using connpool::testing::temp_files;
-using connpool::testing::TempDir;
 
 namespace {
 

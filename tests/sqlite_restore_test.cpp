@@ -17,35 +17,8 @@
 #include <vector>
 
 #include "sqlite_fixtures.hpp"
+#include "sqlite_test_names.hpp"
 
-using namespace std::chrono_literals;
-using ::testing::Contains;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
-using ::testing::Not;
-
-namespace fs = std::filesystem;
-namespace sqlite = connpool::sqlite;
-using connpool::JobState;
-using connpool::Progress;
-using connpool::testing::create_demo_db;
-using connpool::testing::DemoSpec;
-using connpool::testing::dir_entries;
-using connpool::testing::every_report;
-using connpool::testing::expect_pool_consistent;
-using connpool::testing::file_bytes;
-using connpool::testing::Fingerprint;
-using connpool::testing::fingerprint;
-using connpool::testing::HandleSlot;
-using connpool::testing::integrity_check;
-using connpool::testing::ProgressLog;
-using connpool::testing::RawDb;
-using connpool::testing::sqlite_pool_options;
-using connpool::testing::SqlitePool;
-using connpool::testing::SqliteRunner;
-using connpool::testing::TempDir;
-using connpool::testing::wait_job;
-using connpool::testing::write_file;
 
 namespace {
 

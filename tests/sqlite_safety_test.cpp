@@ -23,41 +23,14 @@
 #include <thread>
 #include <vector>
 
+#include "io_fixtures.hpp"
 #include "sqlite_fault_vfs.hpp"
 #include "sqlite_fixtures.hpp"
+#include "sqlite_test_names.hpp"
 
-using namespace std::chrono_literals;
-using ::testing::Contains;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
-using ::testing::Not;
-
-namespace fs = std::filesystem;
-namespace sqlite = connpool::sqlite;
-using connpool::JobState;
-using connpool::Progress;
-using connpool::testing::create_demo_db;
-using connpool::testing::DemoSpec;
-using connpool::testing::dir_entries;
-using connpool::testing::every_report;
-using connpool::testing::expect_pool_consistent;
 using connpool::testing::FaultOp;
 using connpool::testing::FaultPlan;
 using connpool::testing::FaultVfs;
-using connpool::testing::file_bytes;
-using connpool::testing::Fingerprint;
-using connpool::testing::fingerprint;
-using connpool::testing::format_versions;
-using connpool::testing::integrity_check;
-using connpool::testing::ProgressLog;
-using connpool::testing::RawDb;
-using connpool::testing::sqlite_pool_options;
-using connpool::testing::SqlitePool;
-using connpool::testing::SqliteRunner;
-using connpool::testing::temp_files;
-using connpool::testing::TempDir;
-using connpool::testing::wait_job;
-using connpool::testing::write_file;
 
 namespace {
 
@@ -483,18 +456,111 @@ TEST_F(SqliteSafety, restore_steps_grow_so_a_large_restore_takes_few_steps) {
     EXPECT_LT(steps, pages / 8 / 4) << steps << " steps of " << pages << " pages: the step never grew";
 }
 
+// ---- 7. file systems without hard links or renameat2, a failed directory fsync, read-only media
+
+TEST_F(SqliteSafety, overwrite_false_without_renameat2_or_hard_links_fails_before_copying_and_says_what_to_do) {
+    const auto dest = dir_ / "backup.db";
+    const connpool::io::ScopedSyscalls vfat_like(connpool::testing::without_renameat2_or_hard_links());
+    ProgressLog log;
+    auto h = run(source_, sqlite::backup_to(dest), {}, log.callback());
+    ASSERT_EQ(h.state(), JobState::failed);
+    EXPECT_THAT(h.error(), HasSubstr(dest.string()));
+    EXPECT_THAT(h.error(), HasSubstr("neither renameat2(RENAME_NOREPLACE) nor hard links"));
+    EXPECT_THAT(h.error(), HasSubstr("allow replacing"));
+    for (const Progress& p : log.all()) EXPECT_EQ(p.done, 0u) << "it copied pages before finding it cannot publish";
+    EXPECT_FALSE(fs::exists(dest));
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+    EXPECT_EQ(pool_->stats().discarded, 0u);
+    // With overwrite (plain rename, which every POSIX file system has) the same backup works.
+    auto ok = run(source_, sqlite::backup_to(dest, sqlite::BackupOptions{.overwrite = true}));
+    ASSERT_EQ(ok.state(), JobState::succeeded) << ok.error();
+    EXPECT_EQ(fingerprint(dest), fingerprint(source_));
+}
+
+TEST_F(SqliteSafety, overwrite_false_without_renameat2_publishes_by_hard_link_and_never_clobbers) {
+    const auto dest = dir_ / "backup.db";
+    const connpool::io::ScopedSyscalls old_nfs_like(connpool::testing::without_renameat2());
+    auto h = run(source_, sqlite::backup_to(dest));
+    ASSERT_EQ(h.state(), JobState::succeeded) << h.error();
+    EXPECT_EQ(fingerprint(dest), fingerprint(source_));
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+    const std::string before = file_bytes(dest);
+    auto again = run(target_, sqlite::backup_to(dest));
+    ASSERT_EQ(again.state(), JobState::failed);
+    EXPECT_THAT(again.error(), HasSubstr("exists"));
+    EXPECT_EQ(file_bytes(dest), before);
+}
+
+TEST_F(SqliteSafety, a_failed_directory_fsync_reports_the_backup_complete_in_place_but_not_yet_durable) {
+    const auto dest = dir_ / "backup.db";
+    const connpool::io::ScopedSyscalls failing(connpool::testing::with_failing_directory_fsync());
+    auto h = run(source_, sqlite::backup_to(dest));
+    ASSERT_EQ(h.state(), JobState::failed) << "the new name may not survive a power loss: not a success";
+    EXPECT_THAT(h.error(), HasSubstr(dest.string()));
+    EXPECT_THAT(h.error(), HasSubstr("complete and in place under its final name"));
+    EXPECT_THAT(h.error(), HasSubstr("Input/output error"));
+    EXPECT_THAT(h.error(), Not(HasSubstr("not an error")));
+    // What is true: the file is the whole, verified backup; nothing was lost or left behind.
+    EXPECT_EQ(integrity_check(dest), "ok");
+    EXPECT_EQ(fingerprint(dest), fingerprint(source_));
+    EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
+    EXPECT_EQ(pool_->stats().discarded, 0u) << "a directory fsync is no reason to drop the source connection";
+}
+
+TEST_F(SqliteSafety, a_wal_source_on_read_only_media_is_refused_saying_why_and_immutable_source_reads_it) {
+    // A WAL database, closed cleanly (no -wal or -shm left), then seen through a read-only mount:
+    // SQLite cannot create the -shm it needs to read it.
+    const auto media = dir_.subdir("media");
+    create_demo_db(media / "wal.db", {.customers = 80, .orders = 900, .wal = true, .tag = "wal"});
+    ASSERT_EQ(format_versions(media / "wal.db"), std::make_pair(2, 2));
+    // Read read-write: the last connection to close removes -wal and -shm (a read-only one leaves them).
+    const Fingerprint expected = fingerprint(RawDb(media / "wal.db").handle());
+    ASSERT_FALSE(fs::exists(media / "wal.db-shm"));
+    const connpool::testing::ReadOnlyBindMount read_only(media, dir_ / "ro");
+    if (!read_only.ok()) {
+        if (connpool::testing::on_ci()) FAIL() << "CI must run this test, but: " << read_only.reason();
+        GTEST_SKIP() << read_only.reason();
+    }
+    const auto source = dir_ / "ro" / "wal.db";
+    ASSERT_NE(::access(source.parent_path().c_str(), W_OK), 0) << "the mount is writable";
+    const std::string before = file_bytes(target_);
+
+    auto refused = run(target_, sqlite::restore_from(source));
+    ASSERT_EQ(refused.state(), JobState::failed);
+    EXPECT_THAT(refused.error(), HasSubstr(source.string()));
+    EXPECT_THAT(refused.error(), HasSubstr("WAL mode"));
+    EXPECT_THAT(refused.error(), HasSubstr("read-only"));
+    EXPECT_THAT(refused.error(), HasSubstr("immutable_source"));
+    EXPECT_THAT(refused.error(), Not(HasSubstr("not an error")));
+    EXPECT_EQ(file_bytes(target_), before) << "a refused restore touched the target";
+    EXPECT_EQ(pool_->stats().discarded, 0u);
+
+    auto restored = run(target_, sqlite::restore_from(source, sqlite::RestoreOptions{.immutable_source = true}));
+    ASSERT_EQ(restored.state(), JobState::succeeded) << restored.error();
+    EXPECT_EQ(fingerprint(target_), expected);
+    EXPECT_EQ(format_versions(target_), std::make_pair(1, 1)) << "the target keeps its rollback journal";
+}
+
 // ---- verification: what the default check (page checksums + quick_check) catches -------------
 
+namespace {
+
+/// A disk that stores the backup's page 40 with one byte flipped in the middle of a row's payload
+/// and reports success: what quick_check alone does not see (it does not read payload bytes).
+FaultPlan page_40_stored_corrupted() {
+    return FaultPlan{.file_contains = ".tmp-",
+                     .op = FaultOp::write,
+                     .rc = SQLITE_IOERR_WRITE,
+                     .times = 1,
+                     .beyond_bytes = 39 * 4096,
+                     .corrupt = true};
+}
+
+} // namespace
+
 TEST_F(SqliteSafety, a_page_stored_corrupted_by_the_disk_fails_the_default_verification_and_leaves_no_file) {
-    // Page 40's write is stored with one byte flipped in the middle of a row's payload, and
-    // reported as a success: quick_check alone does not look at payload bytes.
     const auto dest = dir_ / "backup.db";
-    FaultVfs::Armed corrupt(FaultPlan{.file_contains = ".tmp-",
-                                      .op = FaultOp::write,
-                                      .rc = SQLITE_IOERR_WRITE,
-                                      .times = 1,
-                                      .beyond_bytes = 39 * 4096,
-                                      .corrupt = true});
+    FaultVfs::Armed corrupt(page_40_stored_corrupted());
     auto h = run(source_, sqlite::backup_to(dest));
     corrupt.disarm();
     ASSERT_EQ(corrupt.failures(), 1);
@@ -510,12 +576,7 @@ TEST_F(SqliteSafety, a_page_stored_corrupted_by_the_disk_fails_the_default_verif
 TEST_F(SqliteSafety, quick_check_alone_passes_the_same_silently_corrupted_copy) {
     // Why the default adds checksums: the same corruption sails through Check::quick.
     const auto dest = dir_ / "backup.db";
-    FaultVfs::Armed corrupt(FaultPlan{.file_contains = ".tmp-",
-                                      .op = FaultOp::write,
-                                      .rc = SQLITE_IOERR_WRITE,
-                                      .times = 1,
-                                      .beyond_bytes = 39 * 4096,
-                                      .corrupt = true});
+    FaultVfs::Armed corrupt(page_40_stored_corrupted());
     auto h = run(source_, sqlite::backup_to(dest, sqlite::BackupOptions{.verify = sqlite::Check::quick}));
     corrupt.disarm();
     ASSERT_EQ(corrupt.failures(), 1);

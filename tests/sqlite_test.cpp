@@ -19,21 +19,8 @@
 #include <vector>
 
 #include "sqlite_fixtures.hpp"
+#include "sqlite_test_names.hpp"
 
-using namespace std::chrono_literals;
-using ::testing::HasSubstr;
-
-namespace sqlite = connpool::sqlite;
-using connpool::JobState;
-using connpool::testing::create_demo_db;
-using connpool::testing::expect_pool_consistent;
-using connpool::testing::integrity_check;
-using connpool::testing::RawDb;
-using connpool::testing::sqlite_pool_options;
-using connpool::testing::SqlitePool;
-using connpool::testing::SqliteRunner;
-using connpool::testing::TempDir;
-using connpool::testing::wait_job;
 
 namespace {
 
