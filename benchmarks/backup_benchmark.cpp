@@ -64,7 +64,8 @@
 // does both). Counters, per backup: cpu_ms = CPU time of the whole process (all threads; the
 // CPU column is only the calling thread's, ~0 for connpool, whose backup runs on the runner's
 // thread), minflt = minor page faults, callbacks = progress callbacks received (connpool
-// variants); seq = the order in which runs happened (for pairing neighbours).
+// variants); seq = the order in which runs happened (for pairing neighbours). For the sqlite3
+// shell, cpu_ms and minflt include the shell process's own (getrusage RUSAGE_CHILDREN).
 //   CONNPOOL_BENCH_MALLOC=fixed    fix glibc's malloc thresholds so freed memory is never given
 //                                  back to the kernel (see main()); default: glibc's behaviour
 //
@@ -535,6 +536,13 @@ private:
         timespec ts{};
         ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
         cpu_ms = static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+        // Plus the CPU time of the child processes waited for (the sqlite3 shell runs), so the
+        // CLI's cpu_ms is the whole tool's, as connpool's is.
+        rusage children{};
+        ::getrusage(RUSAGE_CHILDREN, &children);
+        faults += children.ru_minflt;
+        const auto ms = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e3 + t.tv_usec / 1e3; };
+        cpu_ms += ms(children.ru_utime) + ms(children.ru_stime);
     }
     double cpu0_ = 0, cpu_ms_ = 0, faults_ = 0;
     long faults0_ = 0;
