@@ -37,7 +37,7 @@
 //   BM_ConnpoolEveryReport/step:S    the same with RunnerOptions::progress_interval = 0: a
 //                                    callback after every step (the worst case of the layer).
 //   BM_ConnpoolVerifyPages/step:256  verify = Check::pages (BackupOptions' default: page checksums
-//                                    as written, compared with the file read back, + quick_check).
+//                                    as written, compared with the file read back, + a schema read).
 //   BM_ConnpoolVerifyPagesFromStorage/step:256  the same, read back from the device
 //                                    (BackupOptions::verify_from_storage).
 //   BM_ConnpoolVerifyQuick/step:256  verify = Check::quick (the copy is quick_check-ed).

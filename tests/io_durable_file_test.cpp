@@ -33,6 +33,32 @@ namespace {
 class IoDurableFile : public connpool::testing::IoTest {
 protected:
     static void write_all(const io::TempFile& temp, const std::string& bytes) { IoTest::write_all(temp.fd(), bytes); }
+
+    /// Publishes "first" at dest_ with Publish::no_replace, then expects a second no-replace
+    /// publish to fail with EEXIST naming dest_, leaving "first" (an owner-only file) in place.
+    void expect_no_replace_publishes_once_and_never_clobbers() {
+        {
+            io::TempFile temp(dest_, io::Publish::no_replace);
+            write_all(temp, "first");
+            temp.sync();
+            temp.publish();
+        }
+        EXPECT_EQ(file_bytes(dest_), "first");
+        EXPECT_EQ(file_mode(dest_), 0600u);
+        {
+            io::TempFile temp(dest_, io::Publish::no_replace);
+            write_all(temp, "second");
+            try {
+                temp.publish();
+                ADD_FAILURE() << "published over an existing file";
+            } catch (const io::Error& e) {
+                EXPECT_EQ(e.code(), EEXIST);
+                EXPECT_THAT(e.what(), HasSubstr(dest_.string()));
+                EXPECT_THAT(e.what(), HasSubstr("exists"));
+            }
+        }
+        EXPECT_EQ(file_bytes(dest_), "first");
+    }
 };
 
 } // namespace
@@ -54,27 +80,7 @@ TEST_F(IoDurableFile, temp_file_is_owner_only_locked_beside_the_destination_and_
 }
 
 TEST_F(IoDurableFile, publish_gives_the_final_name_and_no_replace_never_clobbers_a_file) {
-    {
-        io::TempFile temp(dest_, io::Publish::no_replace);
-        write_all(temp, "first");
-        temp.sync();
-        temp.publish();
-    }
-    EXPECT_EQ(file_bytes(dest_), "first");
-    EXPECT_EQ(file_mode(dest_), 0600u);
-    {
-        io::TempFile temp(dest_, io::Publish::no_replace);
-        write_all(temp, "second");
-        try {
-            temp.publish();
-            ADD_FAILURE() << "published over an existing file";
-        } catch (const io::Error& e) {
-            EXPECT_EQ(e.code(), EEXIST);
-            EXPECT_THAT(e.what(), HasSubstr(dest_.string()));
-            EXPECT_THAT(e.what(), HasSubstr("exists"));
-        }
-    }
-    EXPECT_EQ(file_bytes(dest_), "first");
+    expect_no_replace_publishes_once_and_never_clobbers();
     {
         io::TempFile temp(dest_, io::Publish::replace);
         write_all(temp, "third");
@@ -158,25 +164,7 @@ TEST_F(IoDurableFile, a_destination_name_of_255_characters_gets_a_temp_name_with
 
 TEST_F(IoDurableFile, without_renameat2_no_replace_publishes_by_hard_link_and_still_never_clobbers) {
     const io::ScopedSyscalls fs_without(connpool::testing::without_renameat2());
-    {
-        io::TempFile temp(dest_, io::Publish::no_replace);
-        write_all(temp, "first");
-        temp.sync();
-        temp.publish();
-    }
-    EXPECT_EQ(file_bytes(dest_), "first");
-    {
-        io::TempFile temp(dest_, io::Publish::no_replace);
-        write_all(temp, "second");
-        try {
-            temp.publish();
-            ADD_FAILURE() << "published over an existing file";
-        } catch (const io::Error& e) {
-            EXPECT_EQ(e.code(), EEXIST);
-            EXPECT_THAT(e.what(), HasSubstr(dest_.string()));
-        }
-    }
-    EXPECT_EQ(file_bytes(dest_), "first");
+    expect_no_replace_publishes_once_and_never_clobbers();
     EXPECT_THAT(temp_files(dir_.path()), IsEmpty()) << "the link fallback left its temp name behind";
 }
 

@@ -262,10 +262,7 @@ TEST(SqliteBackup, destination_on_a_read_only_mount_fails_naming_the_path_for_ro
     create_demo_db(source, {.customers = 20, .orders = 100});
     const auto shelf = dir.subdir("shelf");
     const connpool::testing::ReadOnlyBindMount read_only(shelf, dir / "ro");
-    if (!read_only.ok()) {
-        if (connpool::testing::on_ci()) FAIL() << "CI must run this test, but: " << read_only.reason();
-        GTEST_SKIP() << read_only.reason();
-    }
+    CONNPOOL_REQUIRE_READ_ONLY_MOUNT(read_only);
     const auto dest = dir / "ro" / "backup.db";
 
     SqlitePool pool{sqlite::Factory{source}, sqlite_pool_options(1)};

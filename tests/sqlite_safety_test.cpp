@@ -517,10 +517,7 @@ TEST_F(SqliteSafety, a_wal_source_on_read_only_media_is_refused_saying_why_and_i
     const Fingerprint expected = fingerprint(RawDb(media / "wal.db").handle());
     ASSERT_FALSE(fs::exists(media / "wal.db-shm"));
     const connpool::testing::ReadOnlyBindMount read_only(media, dir_ / "ro");
-    if (!read_only.ok()) {
-        if (connpool::testing::on_ci()) FAIL() << "CI must run this test, but: " << read_only.reason();
-        GTEST_SKIP() << read_only.reason();
-    }
+    CONNPOOL_REQUIRE_READ_ONLY_MOUNT(read_only);
     const auto source = dir_ / "ro" / "wal.db";
     ASSERT_NE(::access(source.parent_path().c_str(), W_OK), 0) << "the mount is writable";
     const std::string before = file_bytes(target_);

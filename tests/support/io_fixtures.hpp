@@ -119,4 +119,14 @@ inline bool on_ci() {
     return ci != nullptr && *ci != '\0';
 }
 
+/// In a test body: skips the test when the ReadOnlyBindMount `mount` did not work, or fails it
+/// saying why when on CI (where every test must run).
+#define CONNPOOL_REQUIRE_READ_ONLY_MOUNT(mount)                                                   \
+    do {                                                                                           \
+        if (!(mount).ok()) {                                                                       \
+            if (::connpool::testing::on_ci()) FAIL() << "CI must run this test, but: " << (mount).reason(); \
+            GTEST_SKIP() << (mount).reason();                                                      \
+        }                                                                                          \
+    } while (false)
+
 } // namespace connpool::testing
