@@ -150,8 +150,9 @@ inline void run_backup(Connection& connection, const std::filesystem::path& dest
         }
         if (by_pages && !options.verify_from_storage) {
             // Read back through the page cache, which holds the same bytes before the fsync as
-            // after it: so the read-back runs while the fsync waits for the device.
-            reporter.set_phase("syncing and verifying");
+            // after it: so the read-back runs while the fsync waits for the device. (One phase
+            // name, of the length of the others: progress views lay phases out in columns.)
+            reporter.set_phase("verifying");
             temp.sync_while([&] { checksums.verify(temp.fd(), temp.path(), what); });
         } else {
             reporter.set_phase("syncing");
