@@ -40,6 +40,17 @@ void expect_failed_naming(const connpool::JobHandle& h, const fs::path& path, co
     expect_pool_consistent(s);
 }
 
+/// Backs up `source` to `dest` through a pool of one and expects the job to fail naming `dest`,
+/// saying `says`, with the connection given back.
+void expect_backup_fails_naming(const fs::path& source, const fs::path& dest, const std::string& says) {
+    SqlitePool pool{sqlite::Factory{source}, sqlite_pool_options(1)};
+    SqliteRunner runner{pool};
+    auto h = runner.submit(sqlite::backup_to(dest));
+    ASSERT_EQ(wait_job(h), JobState::failed);
+    expect_failed_naming(h, dest, pool);
+    EXPECT_THAT(h.error(), HasSubstr(says));
+}
+
 } // namespace
 
 // ---- what a backup is ------------------------------------------------------------------------
@@ -225,13 +236,7 @@ TEST(SqliteBackup, destination_in_a_missing_directory_fails_naming_the_path) {
     const auto source = dir / "source.db";
     create_demo_db(source, {.customers = 20, .orders = 100});
     const auto dest = dir / "no-such-dir" / "backup.db";
-
-    SqlitePool pool{sqlite::Factory{source}, sqlite_pool_options(1)};
-    SqliteRunner runner{pool};
-    auto h = runner.submit(sqlite::backup_to(dest));
-    ASSERT_EQ(wait_job(h), JobState::failed);
-    expect_failed_naming(h, dest, pool);
-    EXPECT_THAT(h.error(), HasSubstr("does not exist"));
+    expect_backup_fails_naming(source, dest, "does not exist");
     EXPECT_FALSE(fs::exists(dir / "no-such-dir"));
 }
 
@@ -244,13 +249,7 @@ TEST(SqliteBackup, destination_in_a_read_only_directory_fails_naming_the_path) {
     create_demo_db(source, {.customers = 20, .orders = 100});
     const auto locked = dir.subdir("locked");
     fs::permissions(locked, fs::perms(0500), fs::perm_options::replace);
-    const auto dest = locked / "backup.db";
-
-    SqlitePool pool{sqlite::Factory{source}, sqlite_pool_options(1)};
-    SqliteRunner runner{pool};
-    auto h = runner.submit(sqlite::backup_to(dest));
-    ASSERT_EQ(wait_job(h), JobState::failed);
-    expect_failed_naming(h, dest, pool);
+    expect_backup_fails_naming(source, locked / "backup.db", locked.string());
     EXPECT_THAT(dir_entries(locked), IsEmpty());
 }
 
@@ -263,14 +262,7 @@ TEST(SqliteBackup, destination_on_a_read_only_mount_fails_naming_the_path_for_ro
     const auto shelf = dir.subdir("shelf");
     const connpool::testing::ReadOnlyBindMount read_only(shelf, dir / "ro");
     CONNPOOL_REQUIRE_READ_ONLY_MOUNT(read_only);
-    const auto dest = dir / "ro" / "backup.db";
-
-    SqlitePool pool{sqlite::Factory{source}, sqlite_pool_options(1)};
-    SqliteRunner runner{pool};
-    auto h = runner.submit(sqlite::backup_to(dest));
-    ASSERT_EQ(wait_job(h), JobState::failed);
-    expect_failed_naming(h, dest, pool);
-    EXPECT_THAT(h.error(), HasSubstr("Read-only file system"));
+    expect_backup_fails_naming(source, dir / "ro" / "backup.db", "Read-only file system");
     EXPECT_THAT(dir_entries(shelf), IsEmpty());
 }
 
