@@ -7,6 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <charconv>
+#include <cstdint>
+#include <limits>
+#include <random>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -293,6 +297,36 @@ TEST_F(PrometheusRun, per_job_series_stay_bounded_while_aggregates_count_every_j
     for (const auto& s : samples_of(text)) names += s.name == "connpool_job_last_success_timestamp_seconds";
     EXPECT_EQ(names, m.last_success.size());
     EXPECT_GT(names, 300u) << "one series per job name that succeeded";
+}
+
+// The renderer writes durations from their integer nanoseconds instead of through
+// std::to_chars(double) (its largest cost); the text must be the same, digit for digit, in the
+// plain and the scientific form, at every magnitude, and at the edges where it falls back.
+TEST(PrometheusNumbers, seconds_are_written_exactly_as_to_chars_writes_the_double) {
+    std::mt19937_64 rng(20261202);
+    const auto expect_same = [](std::int64_t ns) {
+        char fast[64];
+        char slow[64];
+        const std::string_view a(fast, static_cast<std::size_t>(
+                                          connpool::monitor::detail::append_seconds(fast, fast + 64, std::chrono::nanoseconds(ns)) - fast));
+        const double seconds = std::chrono::duration<double>(std::chrono::nanoseconds(ns)).count();
+        const std::string_view b(slow, static_cast<std::size_t>(std::to_chars(slow, slow + 64, seconds).ptr - slow));
+        EXPECT_EQ(a, b) << ns << " ns";
+        return a == b;
+    };
+    for (std::int64_t ns = -3; ns < 200'000; ++ns)
+        if (!expect_same(ns)) return;
+    for (int i = 0; i < 300'000; ++i) {
+        std::int64_t ns = static_cast<std::int64_t>(rng() % 10'000'000'000'000'000ULL) >> (rng() % 60);
+        for (auto zeros = rng() % 12; zeros > 0 && ns < (std::int64_t{1} << 53) / 10; --zeros) ns *= 10;
+        if (!expect_same(ns)) return;
+    }
+    for (std::int64_t p = 1; p <= 1'000'000'000'000'000'000; p *= 10)
+        for (std::int64_t k = 1; k < 10; ++k)
+            for (const std::int64_t ns : {p * k - 1, p * k, p * k + 1}) expect_same(ns);
+    for (const std::int64_t ns : {(std::int64_t{1} << 53) - 1, std::int64_t{1} << 53, std::numeric_limits<std::int64_t>::max(),
+                                  std::numeric_limits<std::int64_t>::min()})
+        expect_same(ns);
 }
 
 TEST(PrometheusTextfile, write_textfile_replaces_the_file_whole_and_leaves_no_temp) {
