@@ -128,9 +128,10 @@ protected:
     void SetUp() override {
         connpool::monitor::PoolSnapshot pool;
         pool.name = "backups";
-        pool.stats = connpool::PoolStats{.max_size = 4, .open = 3, .idle = 1, .in_use = 2, .waiting = 1, .created = 5,
-                                         .destroyed = 2, .acquired = 40, .timeouts = 1, .create_failures = 2,
-                                         .validation_failures = 0, .discarded = 1, .leaks = 0};
+        pool.stats = connpool::PoolStats{.max_size = 4, .open = 3, .idle = 1, .in_use = 2, .waiting = 1, .creating = 1,
+                                         .paused = true, .created = 5, .destroyed = 2, .acquired = 40, .timeouts = 1,
+                                         .cancelled = 3, .create_failures = 2, .validation_failures = 0, .discarded = 1,
+                                         .leaks = 0, .retirements = 1};
         pool.acquire_wait.bounds = {0.001, 0.1};
         pool.acquire_wait.counts = {30, 8, 2};
         pool.acquire_wait.sum = 3.25;
@@ -173,12 +174,21 @@ connpool_pool_max_connections{pool="backups"} 4
 # HELP connpool_pool_waiting_threads Threads waiting in acquire for a connection.
 # TYPE connpool_pool_waiting_threads gauge
 connpool_pool_waiting_threads{pool="backups"} 1
+# HELP connpool_pool_pending_creates Connection creations in flight (create() running).
+# TYPE connpool_pool_pending_creates gauge
+connpool_pool_pending_creates{pool="backups"} 1
+# HELP connpool_pool_paused 1 while the pool is paused (acquires wait for resume), else 0.
+# TYPE connpool_pool_paused gauge
+connpool_pool_paused{pool="backups"} 1
 # HELP connpool_pool_acquires_total Leases handed out.
 # TYPE connpool_pool_acquires_total counter
 connpool_pool_acquires_total{pool="backups"} 40
 # HELP connpool_pool_acquire_timeouts_total Acquires that gave up at their deadline.
 # TYPE connpool_pool_acquire_timeouts_total counter
 connpool_pool_acquire_timeouts_total{pool="backups"} 1
+# HELP connpool_pool_acquire_cancellations_total Acquires called off by a stop request.
+# TYPE connpool_pool_acquire_cancellations_total counter
+connpool_pool_acquire_cancellations_total{pool="backups"} 3
 # HELP connpool_pool_connections_created_total Connections created.
 # TYPE connpool_pool_connections_created_total counter
 connpool_pool_connections_created_total{pool="backups"} 5
@@ -197,6 +207,9 @@ connpool_pool_discarded_total{pool="backups"} 1
 # HELP connpool_pool_leaks_total Leases reported as held past the leak threshold.
 # TYPE connpool_pool_leaks_total counter
 connpool_pool_leaks_total{pool="backups"} 0
+# HELP connpool_pool_retirements_total Calls of retire_all(), each replacing every connection.
+# TYPE connpool_pool_retirements_total counter
+connpool_pool_retirements_total{pool="backups"} 1
 # HELP connpool_pool_acquire_wait_seconds Time acquires waited for a connection.
 # TYPE connpool_pool_acquire_wait_seconds histogram
 connpool_pool_acquire_wait_seconds_bucket{pool="backups",le="0.001"} 30

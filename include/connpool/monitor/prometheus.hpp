@@ -356,15 +356,21 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
         out.sample("connpool_pool_connections", pool_label(i), std::uint64_t{m.pools[i].stats->idle}, ",state=\"idle\"");
         out.sample("connpool_pool_connections", pool_label(i), std::uint64_t{m.pools[i].stats->in_use}, ",state=\"in_use\"");
     }
-    static constexpr std::array<Gauge, 10> pool_families{{
+    static constexpr std::array<Gauge, 14> pool_families{{
         {"connpool_pool_max_connections", "gauge", "Most connections the pool may open (max_size).",
          [](const PoolStats& s) -> std::uint64_t { return s.max_size; }},
         {"connpool_pool_waiting_threads", "gauge", "Threads waiting in acquire for a connection.",
          [](const PoolStats& s) -> std::uint64_t { return s.waiting; }},
+        {"connpool_pool_pending_creates", "gauge", "Connection creations in flight (create() running).",
+         [](const PoolStats& s) -> std::uint64_t { return s.creating; }},
+        {"connpool_pool_paused", "gauge", "1 while the pool is paused (acquires wait for resume), else 0.",
+         [](const PoolStats& s) -> std::uint64_t { return s.paused ? 1 : 0; }},
         {"connpool_pool_acquires_total", "counter", "Leases handed out.",
          [](const PoolStats& s) -> std::uint64_t { return s.acquired; }},
         {"connpool_pool_acquire_timeouts_total", "counter", "Acquires that gave up at their deadline.",
          [](const PoolStats& s) -> std::uint64_t { return s.timeouts; }},
+        {"connpool_pool_acquire_cancellations_total", "counter", "Acquires called off by a stop request.",
+         [](const PoolStats& s) -> std::uint64_t { return s.cancelled; }},
         {"connpool_pool_connections_created_total", "counter", "Connections created.",
          [](const PoolStats& s) -> std::uint64_t { return s.created; }},
         {"connpool_pool_connections_destroyed_total", "counter", "Connections destroyed.",
@@ -377,6 +383,8 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
          [](const PoolStats& s) -> std::uint64_t { return s.discarded; }},
         {"connpool_pool_leaks_total", "counter", "Leases reported as held past the leak threshold.",
          [](const PoolStats& s) -> std::uint64_t { return s.leaks; }},
+        {"connpool_pool_retirements_total", "counter", "Calls of retire_all(), each replacing every connection.",
+         [](const PoolStats& s) -> std::uint64_t { return s.retirements; }},
     }};
     for (const auto& f : pool_families) {
         out.family(f.name, f.type, f.help);
@@ -386,6 +394,7 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
     out.family("connpool_pool_acquire_wait_seconds", "histogram", "Time acquires waited for a connection.");
     for (std::size_t i = 0; i < m.pools.size(); ++i) {
         const auto& h = m.pools[i].acquire_wait;
+        if (h.counts.empty()) continue; // not watched: no histogram to show
         std::uint64_t cumulative = 0;
         for (std::size_t b = 0; b < h.counts.size(); ++b) {
             cumulative += h.counts[b];
