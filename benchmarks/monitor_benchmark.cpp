@@ -20,21 +20,32 @@
 //                             callback, to a file), a live TerminalView redrawn every 100 ms
 //                             from snapshots (to /dev/null), and a TextfileWriter rewriting a
 //                             .prom file every 100 ms
-// One backup per iteration; use repetitions with random interleaving and compare medians:
-//   CONNPOOL_BENCH_DB_MB=100 build/default/benchmarks/monitor_benchmark --benchmark_filter=step
-//       --benchmark_repetitions=15 --benchmark_enable_random_interleaving=true
-//       --benchmark_report_aggregates_only=true            (one command line)
+//   BM_SinkOverhead/rounds:N  the figure to quote: N rounds, each running one backup of each of
+//                             the three above in a random order, timed by the process's CPU
+//                             clock (all threads: the runner's worker, the sinks' threads) and by
+//                             the wall clock; reports the median over rounds of the per-round
+//                             ratios sinks/raw and connpool/raw (and their quartiles). Pairing
+//                             within a round makes load that drifts over seconds (other builds
+//                             on the machine) cancel; the median drops the rounds a burst hit.
+//   CONNPOOL_BENCH_DB_MB=100 build/default/benchmarks/monitor_benchmark
+//       --benchmark_filter=SinkOverhead --benchmark_min_time=0.001    (one command line)
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <random>
 #include <ostream>
 #include <stdexcept>
 #include <streambuf>
@@ -285,49 +296,78 @@ void BM_Raw(benchmark::State& state) {
     set_counters(state);
 }
 
+/// A pool, runner and (optionally) every sink, as a backup process sets them up; backup() runs
+/// one backup through them.
+class Contender {
+public:
+    Contender(const fs::path& dest, int step, bool sinks) : dest_(dest), step_(step), sinks_(sinks) {
+        const auto& src = source();
+        json_.open(src.dir / "monitor-bench.jsonl", std::ios::trunc);
+        if (sinks_) hub_.add(std::make_shared<monitor::JsonLinesSink>(json_, monitor::JsonLinesOptions{.progress_interval = 0ms}));
+        connpool::PoolOptions options{.max_size = 1};
+        pool_.emplace(sq::Factory{src.path}, sinks_ ? hub_.instrument("bench", options) : options);
+        if (sinks_) pool_watch_ = hub_.watch("bench", *pool_);
+        runner_.emplace(*pool_);
+        if (sinks_) runner_watch_ = hub_.watch(*runner_);
+        null_ = std::fopen("/dev/null", "w");
+        if (sinks_) {
+            view_.emplace(null_, monitor::TerminalOptions{.live = true, .width = 100});
+            screen_.emplace(*view_, [this] { return runner_->snapshot(); }, 100ms);
+            textfile_.emplace(src.dir / "monitor-bench.prom", [this] { return monitor::render_prometheus(hub_.metrics()); }, 100ms);
+        }
+    }
+    Contender(const Contender&) = delete;
+    Contender& operator=(const Contender&) = delete;
+    ~Contender() {
+        screen_.reset();
+        textfile_.reset();
+        runner_watch_.reset();
+        runner_.reset();
+        pool_watch_.reset();
+        pool_.reset();
+        std::fclose(null_);
+    }
+
+    void backup() {
+        auto job = sq::backup_to(dest_, {.pages_per_step = step_, .overwrite = true, .verify = sq::Check::none});
+        const auto callback = [this](const connpool::Progress& p) {
+            std::lock_guard lock(mu_);
+            last_ = p; // as a UI or monitor would
+        };
+        const auto end = runner_->submit(std::move(job), sinks_ ? hub_.track(callback) : connpool::ProgressCallback(callback)).wait();
+        if (end != connpool::JobState::succeeded) fail("backup " + std::string(connpool::to_string(end)));
+    }
+
+private:
+    using BenchPool = connpool::Pool<sq::Connection, sq::Factory>;
+    fs::path dest_;
+    int step_;
+    bool sinks_;
+    monitor::Hub hub_;
+    std::ofstream json_;
+    std::optional<BenchPool> pool_;
+    monitor::Watch pool_watch_;
+    std::optional<connpool::JobRunner<BenchPool>> runner_;
+    monitor::Watch runner_watch_;
+    std::FILE* null_ = nullptr;
+    std::optional<monitor::TerminalView> view_;
+    std::optional<monitor::TerminalMonitor> screen_;
+    std::optional<monitor::TextfileWriter> textfile_;
+    std::mutex mu_;
+    connpool::Progress last_;
+};
+
 /// Runs the timed backups through a warm pool and runner, with or without every sink attached.
 void connpool_backups(benchmark::State& state, bool sinks) {
-    const auto& src = source();
     const fs::path dest = destination();
-    const int step = static_cast<int>(state.range(0));
-    monitor::Hub hub;
-    std::ofstream json(src.dir / "monitor-bench.jsonl", std::ios::trunc);
-    if (sinks) hub.add(std::make_shared<monitor::JsonLinesSink>(json, monitor::JsonLinesOptions{.progress_interval = 0ms}));
-    connpool::PoolOptions options{.max_size = 1};
-    connpool::Pool pool{sq::Factory{src.path}, sinks ? hub.instrument("bench", options) : options};
-    monitor::Watch watch;
-    if (sinks) watch = hub.watch("bench", pool);
-    connpool::JobRunner runner{pool};
-    std::FILE* null = std::fopen("/dev/null", "w");
-    std::optional<monitor::TerminalView> view;
-    std::optional<monitor::TerminalMonitor> screen;
-    std::optional<monitor::TextfileWriter> textfile;
-    if (sinks) {
-        view.emplace(null, monitor::TerminalOptions{.live = true, .width = 100});
-        screen.emplace(*view, [&runner] { return runner.snapshot(); }, 100ms);
-        textfile.emplace(src.dir / "monitor-bench.prom", [&hub] { return monitor::render_prometheus(hub.metrics()); }, 100ms);
-    }
-    std::mutex mu;
-    connpool::Progress last;
-    const auto callback = [&](const connpool::Progress& p) {
-        std::lock_guard lock(mu);
-        last = p; // as a UI or monitor would
-    };
-    const auto backup = [&] {
-        auto job = sq::backup_to(dest, {.pages_per_step = step, .overwrite = true, .verify = sq::Check::none});
-        const auto end = runner.submit(std::move(job), sinks ? hub.track(callback) : connpool::ProgressCallback(callback)).wait();
-        if (end != connpool::JobState::succeeded) fail("backup " + std::string(connpool::to_string(end)));
-    };
-    backup(); // warm, untimed
+    Contender contender(dest, static_cast<int>(state.range(0)), sinks);
+    contender.backup(); // warm, untimed
     for (auto _ : state) {
-        backup();
+        contender.backup();
         state.PauseTiming();
         fs::remove(dest);
         state.ResumeTiming();
     }
-    screen.reset();
-    textfile.reset();
-    std::fclose(null);
     set_counters(state);
 }
 
@@ -337,6 +377,81 @@ void BM_ConnpoolAllSinks(benchmark::State& state) { connpool_backups(state, true
 BENCHMARK(BM_Raw)->ArgName("step")->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Connpool)->ArgName("step")->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ConnpoolAllSinks)->ArgName("step")->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+double process_cpu_seconds() {
+    timespec t{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+
+double wall_seconds() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+/// Returns the q-quantile of `v` (sorted in place), by nearest rank.
+double quantile(std::vector<double>& v, double q) {
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+}
+
+void BM_SinkOverhead(benchmark::State& state) {
+    const auto rounds = static_cast<std::size_t>(state.range(0));
+    constexpr int step = 256;
+    const fs::path dest = destination();
+    const auto& src = source();
+    sqlite3* db = nullptr;
+    check(db, sqlite3_open_v2(src.path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), "open the source");
+    Bystander bystander; // the raw loop runs in a process with threads, as the others do
+    Contender plain(dest, step, false);
+    Contender sinks(dest, step, true);
+    std::vector<std::function<void()>> variants{[&] { raw_backup(db, dest, step); }, [&] { plain.backup(); },
+                                                [&] { sinks.backup(); }};
+    for (auto& v : variants) { // warm each, untimed
+        v();
+        fs::remove(dest);
+    }
+    std::mt19937 rng(12345);
+    std::vector<double> cpu_sinks, cpu_plain, wall_sinks, wall_plain;
+    std::array<double, 3> cpu_total{}, wall_total{};
+    for (auto _ : state) {
+        for (std::size_t r = 0; r < rounds; ++r) {
+            std::array<int, 3> order{0, 1, 2};
+            std::shuffle(order.begin(), order.end(), rng);
+            std::array<double, 3> cpu{}, wall{};
+            for (const int v : order) {
+                const double c0 = process_cpu_seconds();
+                const double w0 = wall_seconds();
+                variants[static_cast<std::size_t>(v)]();
+                wall[static_cast<std::size_t>(v)] = wall_seconds() - w0;
+                cpu[static_cast<std::size_t>(v)] = process_cpu_seconds() - c0;
+                state.PauseTiming();
+                fs::remove(dest);
+                state.ResumeTiming();
+            }
+            for (std::size_t v = 0; v < 3; ++v) {
+                cpu_total[v] += cpu[v];
+                wall_total[v] += wall[v];
+            }
+            cpu_plain.push_back(cpu[1] / cpu[0]);
+            cpu_sinks.push_back(cpu[2] / cpu[0]);
+            wall_plain.push_back(wall[1] / wall[0]);
+            wall_sinks.push_back(wall[2] / wall[0]);
+        }
+    }
+    sqlite3_close(db);
+    const auto n = static_cast<double>(cpu_sinks.size());
+    state.counters["cpu_sinks_vs_raw_p25"] = quantile(cpu_sinks, 0.25);
+    state.counters["cpu_sinks_vs_raw_median"] = quantile(cpu_sinks, 0.5);
+    state.counters["cpu_sinks_vs_raw_p75"] = quantile(cpu_sinks, 0.75);
+    state.counters["cpu_connpool_vs_raw_median"] = quantile(cpu_plain, 0.5);
+    state.counters["wall_sinks_vs_raw_median"] = quantile(wall_sinks, 0.5);
+    state.counters["wall_connpool_vs_raw_median"] = quantile(wall_plain, 0.5);
+    state.counters["cpu_ms_raw"] = cpu_total[0] / n * 1e3;
+    state.counters["cpu_ms_connpool"] = cpu_total[1] / n * 1e3;
+    state.counters["cpu_ms_sinks"] = cpu_total[2] / n * 1e3;
+    state.counters["wall_ms_raw"] = wall_total[0] / n * 1e3;
+    state.counters["wall_ms_sinks"] = wall_total[2] / n * 1e3;
+    state.counters["rounds"] = n;
+}
+BENCHMARK(BM_SinkOverhead)->ArgName("rounds")->Arg(31)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 } // namespace
 

@@ -114,7 +114,7 @@ TEST_F(JsonLinesTest, pool_event_lines_say_why_where_and_in_what_state) {
     PoolEventRecord destroyed{"backups", connpool::PoolEventKind::destroyed, 2, 0ns, "", "", 0, "idle timeout", std::nullopt, fixed_time};
     sink.on_pool(destroyed);
     PoolEventRecord timeout{"backups", connpool::PoolEventKind::timeout, 0, 1500ms, "app.cpp", "int main()", 42, "", std::nullopt, fixed_time};
-    timeout.stats = connpool::PoolStats{.max_size = 2, .open = 2, .idle = 0, .in_use = 2, .waiting = 3};
+    timeout.stats = connpool::PoolStats{.max_size = 2, .open = 2, .idle = 0, .in_use = 2, .waiting = 3, .creating = 1};
     sink.on_pool(timeout);
     PoolEventRecord leak{"backups", connpool::PoolEventKind::leak, 1, 60s, "job.cpp", "void run()", 7, "", std::nullopt, fixed_time};
     sink.on_pool(leak);
@@ -125,7 +125,7 @@ TEST_F(JsonLinesTest, pool_event_lines_say_why_where_and_in_what_state) {
               R"j({"schema_version":1,"seq":1,"time":"2026-12-01T22:00:00.000Z","event":"pool.destroyed","pool":"backups","slot":2,"reason":"idle timeout"})j"
               "\n"
               R"j({"schema_version":1,"seq":2,"time":"2026-12-01T22:00:00.000Z","event":"pool.timeout","pool":"backups","slot":0,"waited_seconds":1.5,)j"
-              R"j("site":{"file":"app.cpp","function":"int main()","line":42},"stats":{"max_size":2,"open":2,"idle":0,"in_use":2,"waiting":3}})j"
+              R"j("site":{"file":"app.cpp","function":"int main()","line":42},"stats":{"max_size":2,"open":2,"idle":0,"in_use":2,"waiting":3,"creating":1,"paused":false}})j"
               "\n"
               R"j({"schema_version":1,"seq":3,"time":"2026-12-01T22:00:00.000Z","event":"pool.leak","pool":"backups","slot":1,"held_seconds":60.0,)j"
               R"j("site":{"file":"job.cpp","function":"void run()","line":7}})j"

@@ -7,6 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <charconv>
+#include <cstdint>
+#include <limits>
+#include <random>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -124,9 +128,10 @@ protected:
     void SetUp() override {
         connpool::monitor::PoolSnapshot pool;
         pool.name = "backups";
-        pool.stats = connpool::PoolStats{.max_size = 4, .open = 3, .idle = 1, .in_use = 2, .waiting = 1, .created = 5,
-                                         .destroyed = 2, .acquired = 40, .timeouts = 1, .create_failures = 2,
-                                         .validation_failures = 0, .discarded = 1, .leaks = 0};
+        pool.stats = connpool::PoolStats{.max_size = 4, .open = 3, .idle = 1, .in_use = 2, .waiting = 1, .creating = 1,
+                                         .paused = true, .created = 5, .destroyed = 2, .acquired = 40, .timeouts = 1,
+                                         .cancelled = 3, .create_failures = 2, .validation_failures = 0, .discarded = 1,
+                                         .leaks = 0, .retirements = 1};
         pool.acquire_wait.bounds = {0.001, 0.1};
         pool.acquire_wait.counts = {30, 8, 2};
         pool.acquire_wait.sum = 3.25;
@@ -169,12 +174,21 @@ connpool_pool_max_connections{pool="backups"} 4
 # HELP connpool_pool_waiting_threads Threads waiting in acquire for a connection.
 # TYPE connpool_pool_waiting_threads gauge
 connpool_pool_waiting_threads{pool="backups"} 1
+# HELP connpool_pool_pending_creates Connection creations in flight (create() running).
+# TYPE connpool_pool_pending_creates gauge
+connpool_pool_pending_creates{pool="backups"} 1
+# HELP connpool_pool_paused 1 while the pool is paused (acquires wait for resume), else 0.
+# TYPE connpool_pool_paused gauge
+connpool_pool_paused{pool="backups"} 1
 # HELP connpool_pool_acquires_total Leases handed out.
 # TYPE connpool_pool_acquires_total counter
 connpool_pool_acquires_total{pool="backups"} 40
 # HELP connpool_pool_acquire_timeouts_total Acquires that gave up at their deadline.
 # TYPE connpool_pool_acquire_timeouts_total counter
 connpool_pool_acquire_timeouts_total{pool="backups"} 1
+# HELP connpool_pool_acquire_cancellations_total Acquires called off by a stop request.
+# TYPE connpool_pool_acquire_cancellations_total counter
+connpool_pool_acquire_cancellations_total{pool="backups"} 3
 # HELP connpool_pool_connections_created_total Connections created.
 # TYPE connpool_pool_connections_created_total counter
 connpool_pool_connections_created_total{pool="backups"} 5
@@ -193,6 +207,9 @@ connpool_pool_discarded_total{pool="backups"} 1
 # HELP connpool_pool_leaks_total Leases reported as held past the leak threshold.
 # TYPE connpool_pool_leaks_total counter
 connpool_pool_leaks_total{pool="backups"} 0
+# HELP connpool_pool_retirements_total Calls of retire_all(), each replacing every connection.
+# TYPE connpool_pool_retirements_total counter
+connpool_pool_retirements_total{pool="backups"} 1
 # HELP connpool_pool_acquire_wait_seconds Time acquires waited for a connection.
 # TYPE connpool_pool_acquire_wait_seconds histogram
 connpool_pool_acquire_wait_seconds_bucket{pool="backups",le="0.001"} 30
@@ -293,6 +310,39 @@ TEST_F(PrometheusRun, per_job_series_stay_bounded_while_aggregates_count_every_j
     for (const auto& s : samples_of(text)) names += s.name == "connpool_job_last_success_timestamp_seconds";
     EXPECT_EQ(names, m.last_success.size());
     EXPECT_GT(names, 300u) << "one series per job name that succeeded";
+}
+
+// The renderer writes durations from their integer nanoseconds instead of through
+// std::to_chars(double) (its largest cost); the text must be the same, digit for digit, in the
+// plain and the scientific form, at every magnitude, and at the edges where it falls back.
+TEST(PrometheusNumbers, seconds_are_written_exactly_as_to_chars_writes_the_double) {
+    std::mt19937_64 rng(20261202);
+    const auto expect_same = [](std::int64_t ns) {
+        char fast[64];
+        char slow[64];
+        const std::string_view a(fast, static_cast<std::size_t>(
+                                          connpool::monitor::detail::append_seconds(fast, fast + 64, std::chrono::nanoseconds(ns)) - fast));
+        const double seconds = std::chrono::duration<double>(std::chrono::nanoseconds(ns)).count();
+        const std::string_view b(slow, static_cast<std::size_t>(std::to_chars(slow, slow + 64, seconds).ptr - slow));
+        EXPECT_EQ(a, b) << ns << " ns";
+        return a == b;
+    };
+    for (std::int64_t ns = -3; ns < 200'000; ++ns)
+        if (!expect_same(ns)) return;
+    for (int i = 0; i < 300'000; ++i) {
+        std::int64_t ns = static_cast<std::int64_t>(rng() % 10'000'000'000'000'000ULL) >> (rng() % 60);
+        for (auto zeros = rng() % 12; zeros > 0 && ns < (std::int64_t{1} << 53) / 10; --zeros) ns *= 10;
+        if (!expect_same(ns)) return;
+    }
+    for (int exponent = 0; exponent <= 18; ++exponent) { // 10^18 * 9 + 1 still fits in int64_t
+        std::int64_t p = 1;
+        for (int e = 0; e < exponent; ++e) p *= 10;
+        for (std::int64_t k = 1; k < 10; ++k)
+            for (const std::int64_t ns : {p * k - 1, p * k, p * k + 1}) expect_same(ns);
+    }
+    for (const std::int64_t ns : {(std::int64_t{1} << 53) - 1, std::int64_t{1} << 53, std::numeric_limits<std::int64_t>::max(),
+                                  std::numeric_limits<std::int64_t>::min()})
+        expect_same(ns);
 }
 
 TEST(PrometheusTextfile, write_textfile_replaces_the_file_whole_and_leaves_no_temp) {

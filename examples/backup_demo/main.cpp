@@ -98,14 +98,18 @@ int run(const Settings& settings) {
 
     // ---- 1. the pool, 2. the runner ----
     const auto pool_size = static_cast<std::size_t>(settings.pool_size);
-    connpool::Pool workers{WorkerFactory{}, hub.instrument("backup", {.max_size = pool_size})};
-    const auto watch_workers = hub.watch("backup", workers);
+    // The hub reports each pool under its PoolOptions::name, and reads the watched pools' stats
+    // and the watched runners' jobs whenever it is asked (a scrape, the metrics file).
+    connpool::Pool workers{WorkerFactory{}, hub.instrument({.max_size = pool_size, .name = "backup"})};
+    const auto watch_workers = hub.watch(workers);
     connpool::JobRunner backup_runner{workers};
+    const auto watch_backups = hub.watch(backup_runner);
     const fs::path restored = work / "restored.db";
     remove_database_files(restored);
-    connpool::Pool restore_pool{sqlite::Factory{restored}, hub.instrument("restore", {.max_size = 1})};
-    const auto watch_restore = hub.watch("restore", restore_pool);
+    connpool::Pool restore_pool{sqlite::Factory{restored}, hub.instrument({.max_size = 1, .name = "restore"})};
+    const auto watch_restore = hub.watch(restore_pool);
     connpool::JobRunner restore_runner{restore_pool};
+    const auto watch_restores = hub.watch(restore_runner);
 
     // ---- 3b. the sinks that run on threads of their own (declared after the runners, so
     // they stop before the runners go) ----

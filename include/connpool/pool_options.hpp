@@ -2,10 +2,12 @@
 
 // The plain types a Pool is configured with and reports through: options, events, statistics.
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <string_view>
 
 namespace connpool {
@@ -54,6 +56,8 @@ struct CallSite {
     std::uint_least32_t line = 0;    ///< line number
 };
 
+struct PoolStats;
+
 /// One pool event. Views and pointers in it are valid only during the callback.
 struct PoolEvent {
     PoolEventKind kind{};                ///< what happened
@@ -61,6 +65,7 @@ struct PoolEvent {
     std::chrono::nanoseconds duration{}; ///< meaning depends on `kind`
     CallSite site{};                     ///< the acquiring call site (acquired, released, timeout, leak, cancelled)
     std::string_view detail{};           ///< error text or reason (create_failed, destroyed, resized)
+    const PoolStats* stats = nullptr;    ///< the pool's state when it happened (timeout); null otherwise
 };
 
 /// How a Pool behaves. Every field has a default; invalid values make Pool's constructor throw
@@ -99,7 +104,19 @@ struct PoolOptions {
     /// Called for every PoolEvent, from the thread where it happened, outside any lock. Must be
     /// thread-safe and quick; exceptions it throws are swallowed. Default: none.
     std::function<void(const PoolEvent&)> on_event{};
+    /// The pool's name, for monitoring (monitor::Hub uses it as the `pool` label when given none).
+    /// Default empty.
+    std::string name{};
 };
+
+/// Upper bounds of PoolStats::acquire_wait_buckets (the last bucket, +Inf, is implied): 10 us to
+/// 30 s, the range from a hand-off between threads to a pool starved for its whole timeout.
+inline constexpr std::array<std::chrono::nanoseconds, 13> acquire_wait_bucket_bounds{
+    std::chrono::microseconds(10), std::chrono::microseconds(100), std::chrono::milliseconds(1),
+    std::chrono::milliseconds(5),  std::chrono::milliseconds(10),  std::chrono::milliseconds(50),
+    std::chrono::milliseconds(100), std::chrono::milliseconds(500), std::chrono::seconds(1),
+    std::chrono::milliseconds(2500), std::chrono::seconds(5),      std::chrono::seconds(10),
+    std::chrono::seconds(30)};
 
 /// A snapshot of a pool's state and counters. The gauges are read one by one, so they agree
 /// with each other (open == idle + in_use, created - destroyed == open) only while no acquire,
@@ -125,6 +142,10 @@ struct PoolStats {
     std::chrono::nanoseconds acquire_wait_p50{};  ///< median acquire wait (fast-path acquires count as 0)
     std::chrono::nanoseconds acquire_wait_p99{};  ///< 99th percentile acquire wait
     std::chrono::nanoseconds acquire_wait_max{};  ///< longest acquire wait
+    /// Acquires that waited at most acquire_wait_bucket_bounds[i], cumulative (fast-path acquires
+    /// count as 0 and are in every bucket); the last, +Inf, counts every acquire the histogram saw.
+    std::array<std::uint64_t, acquire_wait_bucket_bounds.size() + 1> acquire_wait_buckets{};
+    std::chrono::nanoseconds acquire_wait_sum{}; ///< total time acquires waited
 };
 
 } // namespace connpool

@@ -395,6 +395,8 @@ public:
         st.acquire_wait_p50 = std::chrono::nanoseconds(waits_.percentile(0.50, zeros));
         st.acquire_wait_p99 = std::chrono::nanoseconds(waits_.percentile(0.99, zeros));
         st.acquire_wait_max = std::chrono::nanoseconds(waits_.max());
+        st.acquire_wait_buckets = waits_.cumulative(zeros);
+        st.acquire_wait_sum = std::chrono::nanoseconds(waits_.sum());
         return st;
     }
 
@@ -428,10 +430,10 @@ private:
     }
 
     void emit(PoolEventKind kind, std::uint32_t slot, std::chrono::nanoseconds d, CallSite site = {},
-              std::string_view detail = {}) const noexcept {
+              std::string_view detail = {}, const PoolStats* stats = nullptr) const noexcept {
         if (!options_.on_event) return;
         try {
-            options_.on_event(PoolEvent{kind, slot, d, site, detail});
+            options_.on_event(PoolEvent{kind, slot, d, site, detail, stats});
         } catch (...) {
             // A monitoring hook must not break the pool.
         }
@@ -1007,13 +1009,14 @@ private:
     [[noreturn]] void throw_timeout(const source_location& loc, steady::duration waited) {
         timeouts_.fetch_add(1, std::memory_order_relaxed);
         const auto waited_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(waited);
-        emit(PoolEventKind::timeout, 0, waited_ns, site_of(loc));
+        const PoolStats state = stats(); // read once: the event and the message show the same state
+        emit(PoolEventKind::timeout, 0, waited_ns, site_of(loc), {}, &state);
         std::string last_error;
         {
             std::lock_guard lock(control_);
             last_error = last_create_error_;
         }
-        TimeoutReport report(waited_ns, stats(), last_error);
+        TimeoutReport report(waited_ns, state, last_error);
         const std::int64_t now = now_ns<Clock>();
         const std::size_t n = slots_.size();
         for (std::size_t i = 0; i < n; ++i) {

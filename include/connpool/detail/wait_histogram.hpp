@@ -5,7 +5,10 @@
 #include <atomic>
 #include <bit> // std::countl_zero
 #include <cmath>
+#include <chrono>
 #include <cstdint>
+
+#include "../pool_options.hpp" // acquire_wait_bucket_bounds
 
 namespace connpool::detail {
 
@@ -16,6 +19,13 @@ public:
     /// Records one duration; wait-free, callable from any thread.
     void record(std::uint64_t ns) noexcept {
         buckets_[index_of(ns)].fetch_add(1, std::memory_order_relaxed);
+        // Also at the fixed bounds monitoring exports: the log-linear buckets straddle them.
+        std::size_t fixed = 0;
+        while (fixed < acquire_wait_bucket_bounds.size() &&
+               ns > static_cast<std::uint64_t>(acquire_wait_bucket_bounds[fixed].count()))
+            ++fixed;
+        fixed_[fixed].fetch_add(1, std::memory_order_relaxed);
+        sum_.fetch_add(ns, std::memory_order_relaxed);
         count_.fetch_add(1, std::memory_order_relaxed);
         std::uint64_t seen = max_.load(std::memory_order_relaxed);
         while (ns > seen && !max_.compare_exchange_weak(seen, ns, std::memory_order_relaxed)) {
@@ -27,6 +37,18 @@ public:
 
     /// Returns the largest duration recorded, or 0.
     [[nodiscard]] std::uint64_t max() const noexcept { return max_.load(std::memory_order_relaxed); }
+
+    /// Returns the cumulative counts at acquire_wait_bucket_bounds (and +Inf) of the recorded
+    /// durations plus `zeros` more zero durations (in every bucket).
+    [[nodiscard]] std::array<std::uint64_t, acquire_wait_bucket_bounds.size() + 1> cumulative(std::uint64_t zeros) const noexcept {
+        std::array<std::uint64_t, acquire_wait_bucket_bounds.size() + 1> out{};
+        std::uint64_t seen = zeros;
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = seen += fixed_[i].load(std::memory_order_relaxed);
+        return out;
+    }
+
+    /// Returns the sum of the recorded durations, in nanoseconds.
+    [[nodiscard]] std::uint64_t sum() const noexcept { return sum_.load(std::memory_order_relaxed); }
 
     /// Returns the q-quantile (0 < q <= 1) of the recorded durations plus `zeros` more zero
     /// durations that were counted elsewhere (the pool's fast path records nothing here).
@@ -61,6 +83,8 @@ private:
     }
 
     std::array<std::atomic<std::uint64_t>, bucket_count> buckets_{};
+    std::array<std::atomic<std::uint64_t>, acquire_wait_bucket_bounds.size() + 1> fixed_{};
+    std::atomic<std::uint64_t> sum_{0};
     std::atomic<std::uint64_t> count_{0};
     std::atomic<std::uint64_t> max_{0};
 };

@@ -5,17 +5,25 @@
 //
 //   connpool::monitor::Hub hub;
 //   hub.add(std::make_shared<connpool::monitor::JsonLinesSink>(std::cout));
-//   connpool::Pool pool{factory, hub.instrument("backups", {.max_size = 4})};  // pool events
-//   auto watch = hub.watch("backups", pool);                                // pool stats
+//   connpool::Pool pool{factory, hub.instrument({.max_size = 4, .name = "backups"})}; // pool events
+//   auto watch = hub.watch(pool);                                  // pool stats and histogram
 //   connpool::JobRunner runner{pool};
-//   runner.submit(job, hub.track());                                        // job progress
+//   auto jobs = hub.watch(runner);                                 // every job's current progress
+//   runner.submit(job, hub.track());                               // job events (JSON lines)
 //   std::string text = connpool::monitor::render_prometheus(hub.metrics());
 //
+// Where each part comes from: pool stats, including the acquire-wait histogram, from
+// Pool::stats() of watched pools, read when metrics() is called; pool events through
+// instrument(); job events, ended-job counts and last successes from the progress callbacks of
+// track(); and, for a watched runner, its jobs' progress from JobRunner::snapshot(), read when
+// jobs() or metrics() is called, so /jobs and the per-job series are current even between
+// callbacks and include jobs submitted without track().
+//
 // Design: the hub's state lives in a shared HubState that every installed callback holds, so a
-// pool or a job that outlives the Hub object never reaches a dead one. `mu_` guards the job
-// table, the aggregates and the pool list; each pool's acquire-wait histogram is a set of
-// relaxed atomics, because `acquired` fires on every acquire and must not take a lock. Sinks are
-// called outside the hub's lock, from the thread the event happened on (a runner's worker, an
+// pool or a job that outlives the Hub object never reaches a dead one. `mu` guards the job
+// table, the aggregates and the lists of pools and runners; each watched pool or runner has its
+// own mutex, which a Watch's destructor takes to wait for a read in flight. Sinks are called
+// outside the hub's lock, from the thread the event happened on (a runner's worker, an
 // acquiring thread); one job's events reach them in order (a job's callbacks never overlap), and
 // each sink is responsible for its own thread-safety.
 
@@ -31,8 +39,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -81,7 +91,7 @@ struct PoolEventRecord {
     std::string function;                         ///< acquiring call site: function (may be empty)
     std::uint32_t line = 0;                       ///< acquiring call site: line (0 = none)
     std::string detail;                           ///< error text or reason (not yet redacted)
-    std::optional<PoolStats> stats;               ///< the pool's state (timeouts of watched pools)
+    std::optional<PoolStats> stats;               ///< the pool's state when it happened (timeouts: PoolEvent::stats)
     std::chrono::system_clock::time_point time{}; ///< when it happened
 };
 
@@ -93,14 +103,18 @@ public:
     virtual ~Sink() = default;
     /// Receives a job event. Default: ignores it.
     virtual void on_job(const JobEvent& /*event*/) {}
-    /// Receives a pool event other than acquired/released (those are counted into the hub's
-    /// histogram instead: they happen on every acquire). Default: ignores it.
+    /// Receives a pool event other than acquired/released (those happen on every acquire; the
+    /// pool's own histogram counts them). Default: ignores it.
     virtual void on_pool(const PoolEventRecord& /*event*/) {}
 };
 
-/// Bucket upper bounds of the acquire-wait histogram, in seconds (the +Inf bucket is implied).
-inline constexpr std::array<double, 13> acquire_wait_bounds{0.00001, 0.0001, 0.001, 0.005, 0.01, 0.05, 0.1,
-                                                            0.5,     1,      2.5,   5,     10,   30};
+/// Bucket upper bounds of the acquire-wait histogram, in seconds (the +Inf bucket is implied):
+/// connpool::acquire_wait_bucket_bounds, the pool's own.
+inline constexpr std::array<double, acquire_wait_bucket_bounds.size()> acquire_wait_bounds = [] {
+    std::array<double, acquire_wait_bucket_bounds.size()> out{};
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = std::chrono::duration<double>(acquire_wait_bucket_bounds[i]).count();
+    return out;
+}();
 
 /// A histogram's contents at one moment.
 struct HistogramSnapshot {
@@ -115,11 +129,24 @@ struct HistogramSnapshot {
     }
 };
 
+/// Returns the histogram in `stats` (PoolStats::acquire_wait_buckets and _sum).
+inline HistogramSnapshot acquire_wait_histogram(const PoolStats& stats) {
+    HistogramSnapshot h;
+    h.bounds.assign(acquire_wait_bounds.begin(), acquire_wait_bounds.end());
+    std::uint64_t below = 0;
+    for (const auto cumulative : stats.acquire_wait_buckets) {
+        h.counts.push_back(cumulative >= below ? cumulative - below : 0);
+        below = std::max(below, cumulative);
+    }
+    h.sum = std::chrono::duration<double>(stats.acquire_wait_sum).count();
+    return h;
+}
+
 /// One pool as Prometheus shows it.
 struct PoolSnapshot {
     std::string name;                  ///< the pool's label
     std::optional<PoolStats> stats;    ///< its stats, when watched
-    HistogramSnapshot acquire_wait;    ///< acquire waits seen through its events
+    HistogramSnapshot acquire_wait;    ///< its acquire-wait histogram (from stats; empty when not watched)
 };
 
 /// A job name's last success, kept per (name, kind) however many jobs have ended.
@@ -153,37 +180,36 @@ namespace detail {
 
 inline double to_seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
 
-struct AtomicHistogram {
-    std::array<std::atomic<std::uint64_t>, acquire_wait_bounds.size() + 1> counts{};
-    std::atomic<std::uint64_t> sum_ns{0};
-
-    void observe(std::chrono::nanoseconds d) noexcept {
-        const double s = std::chrono::duration<double>(d).count();
-        std::size_t i = 0;
-        while (i < acquire_wait_bounds.size() && s > acquire_wait_bounds[i]) ++i;
-        counts[i].fetch_add(1, std::memory_order_relaxed);
-        sum_ns.fetch_add(static_cast<std::uint64_t>(d.count() > 0 ? d.count() : 0), std::memory_order_relaxed);
-    }
-
-    [[nodiscard]] HistogramSnapshot snapshot() const {
-        HistogramSnapshot h;
-        h.bounds.assign(acquire_wait_bounds.begin(), acquire_wait_bounds.end());
-        for (const auto& c : counts) h.counts.push_back(c.load(std::memory_order_relaxed));
-        h.sum = static_cast<double>(sum_ns.load(std::memory_order_relaxed)) / 1e9;
-        return h;
-    }
+// Something a Watch keeps visible: a pool's stats or a runner's snapshot. `mu` is held while
+// it is read, so clearing it (a Watch's destructor) waits for a read in flight.
+struct Watched {
+    std::mutex mu;
+    virtual ~Watched() = default;
+    virtual void clear() = 0; // called with mu held
 };
 
-struct PoolEntry {
+struct PoolEntry final : Watched {
     std::string name;
-    AtomicHistogram wait;
-    std::mutex mu;                            // guards stats: Watch's destructor waits for a call in flight
-    std::function<PoolStats()> stats;         // set while a Watch lives
+    std::function<PoolStats()> stats; // set while a Watch lives; guarded by mu
+
+    void clear() override { stats = nullptr; }
 
     std::optional<PoolStats> read_stats() {
         std::lock_guard lock(mu);
         if (!stats) return std::nullopt;
         return stats();
+    }
+};
+
+struct RunnerEntry final : Watched {
+    std::function<std::vector<Progress>()> snapshot; // guarded by mu
+
+    void clear() override { snapshot = nullptr; }
+
+    std::optional<std::vector<Progress>> read() {
+        std::lock_guard lock(mu);
+        if (!snapshot) return std::nullopt;
+        return snapshot();
     }
 };
 
@@ -201,6 +227,7 @@ struct HubState {
     std::shared_ptr<const std::vector<std::shared_ptr<Sink>>> sinks =
         std::make_shared<const std::vector<std::shared_ptr<Sink>>>();
     std::map<std::string, std::shared_ptr<PoolEntry>> pools;
+    std::vector<std::shared_ptr<RunnerEntry>> runners; // watched ones; cleared ones go at the next read
     std::uint64_t next_callback = 0;
     std::uint64_t next_key = 0;
     std::map<std::pair<std::uint64_t, std::uint64_t>, TrackedJob> active; // (callback, Progress::id)
@@ -224,18 +251,14 @@ struct HubState {
         return sinks;
     }
 
-    void on_pool_event(PoolEntry& entry, const PoolEvent& e) {
-        if (e.kind == PoolEventKind::acquired) {
-            entry.wait.observe(e.duration);
-            return;
-        }
-        if (e.kind == PoolEventKind::released) return;
+    void on_pool_event(const PoolEntry& entry, const PoolEvent& e) {
+        if (e.kind == PoolEventKind::acquired || e.kind == PoolEventKind::released) return;
         const auto targets = current_sinks();
         if (targets->empty()) return;
         PoolEventRecord r{entry.name, e.kind, e.slot, e.duration, e.site.file ? e.site.file : "",
                           e.site.function ? e.site.function : "", static_cast<std::uint32_t>(e.site.line),
                           std::string(e.detail), std::nullopt, options.now()};
-        if (e.kind == PoolEventKind::timeout) r.stats = entry.read_stats();
+        if (e.stats != nullptr) r.stats = *e.stats;
         for (const auto& sink : *targets) sink->on_pool(r);
     }
 
@@ -285,13 +308,14 @@ struct HubState {
 
 } // namespace detail
 
-/// Keeps a pool's stats visible to a Hub while it lives; destroy it before the pool. Move-only.
+/// Keeps a pool's stats or a runner's jobs visible to a Hub while it lives; destroy it before
+/// the pool or runner. Move-only.
 class Watch {
 public:
     /// Creates a watch of nothing.
     Watch() = default;
     /// Made by Hub::watch(), not by users.
-    explicit Watch(std::weak_ptr<detail::PoolEntry> entry) : entry_(std::move(entry)) {}
+    explicit Watch(std::weak_ptr<detail::Watched> entry) : entry_(std::move(entry)) {}
     Watch(Watch&& other) noexcept = default;
     Watch& operator=(Watch&& other) noexcept {
         if (this != &other) {
@@ -302,20 +326,20 @@ public:
     }
     Watch(const Watch&) = delete;
     Watch& operator=(const Watch&) = delete;
-    /// Stops watching; waits for a stats() call in flight.
+    /// Stops watching; waits for a read in flight.
     ~Watch() { reset(); }
 
-    /// Stops watching now (idempotent); waits for a stats() call in flight.
+    /// Stops watching now (idempotent); waits for a read in flight.
     void reset() {
         if (auto entry = entry_.lock()) {
             std::lock_guard lock(entry->mu);
-            entry->stats = nullptr;
+            entry->clear();
         }
         entry_.reset();
     }
 
 private:
-    std::weak_ptr<detail::PoolEntry> entry_;
+    std::weak_ptr<detail::Watched> entry_;
 };
 
 /// Fans pool events and job progress out to sinks, and keeps what the metrics need: each pool's
@@ -336,9 +360,11 @@ public:
     }
 
     /// Returns `options` with on_event reporting to this hub as pool `pool_name` (a label in the
-    /// metrics; several pools may share a hub). An on_event already set is still called, first.
+    /// metrics; several pools may share a hub), and with PoolOptions::name set to `pool_name` if
+    /// it was empty. An on_event already set is still called, first.
     [[nodiscard]] PoolOptions instrument(const std::string& pool_name, PoolOptions options) const {
         auto entry = state_->pool(pool_name);
+        if (options.name.empty()) options.name = pool_name;
         options.on_event = [state = state_, entry, previous = std::move(options.on_event)](const PoolEvent& e) {
             if (previous) previous(e);
             state->on_pool_event(*entry, e);
@@ -346,15 +372,46 @@ public:
         return options;
     }
 
-    /// Makes `pool`'s stats part of the metrics as pool `pool_name` until the returned Watch is
-    /// destroyed (which must happen before the pool is).
+    /// As instrument(options.name, options). Throws std::invalid_argument if options.name is empty.
+    [[nodiscard]] PoolOptions instrument(PoolOptions options) const {
+        const std::string name = required_name(options.name, "instrument");
+        return instrument(name, std::move(options));
+    }
+
+    /// Makes `pool`'s stats, with its acquire-wait histogram, part of the metrics as pool
+    /// `pool_name` until the returned Watch is destroyed (which must happen before the pool is).
     template <class P>
+        requires requires(const P& p) { p.stats(); }
     [[nodiscard]] Watch watch(const std::string& pool_name, const P& pool) const {
         auto entry = state_->pool(pool_name);
         {
             std::lock_guard lock(entry->mu);
             entry->stats = [&pool] { return pool.stats(); };
         }
+        return Watch{entry};
+    }
+
+    /// As watch(pool.options().name, pool). Throws std::invalid_argument if that name is empty.
+    template <class P>
+        requires requires(const P& p) { p.stats(); }
+    [[nodiscard]] Watch watch(const P& pool) const {
+        return watch(required_name(pool.options().name, "watch"), pool);
+    }
+
+    /// Makes every job of `runner` part of jobs() and metrics(), read from runner.snapshot() when
+    /// they are called (so current, and including jobs submitted without track()), until the
+    /// returned Watch is destroyed (which must happen before the runner is). A job both tracked
+    /// and in a watched runner is shown once, from the snapshot (matched by id, name and kind).
+    /// Of its ended jobs, the HubOptions::keep_ended most recent are shown. Counts of ended jobs,
+    /// last successes and sinks' job events still come from track()'s callbacks only: a
+    /// snapshot cannot tell which jobs ended since the last one.
+    template <class R>
+        requires requires(const R& r) { r.snapshot(); }
+    [[nodiscard]] Watch watch(const R& runner) const {
+        auto entry = std::make_shared<detail::RunnerEntry>();
+        entry->snapshot = [&runner] { return runner.snapshot(); };
+        std::lock_guard lock(state_->mu);
+        state_->runners.push_back(entry);
         return Watch{entry};
     }
 
@@ -372,19 +429,24 @@ public:
         };
     }
 
-    /// Returns the latest progress (as last delivered) of the queued and running jobs and of the
-    /// most recent ended ones (HubOptions::keep_ended), in the order the hub first saw them.
+    /// Returns the latest progress of the queued and running jobs and of the most recent ended
+    /// ones (HubOptions::keep_ended), in the order the hub first saw them: as last delivered to
+    /// track()'s callbacks, and, for watched runners, as their snapshot() says now (their jobs
+    /// not tracked follow, in the runner's order).
     [[nodiscard]] std::vector<Progress> jobs() const {
         std::vector<std::pair<std::uint64_t, Progress>> keyed;
+        std::vector<std::shared_ptr<detail::RunnerEntry>> runners;
         {
             std::lock_guard lock(state_->mu);
             for (const auto& j : state_->ended) keyed.emplace_back(j.key, j.latest);
             for (const auto& [id, j] : state_->active) keyed.emplace_back(j.key, j.latest);
+            runners = state_->runners;
         }
         std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
         std::vector<Progress> out;
         out.reserve(keyed.size());
         for (auto& [key, p] : keyed) out.push_back(std::move(p));
+        if (!runners.empty()) merge_runners(out, runners);
         return out;
     }
 
@@ -397,13 +459,68 @@ public:
             for (const auto& [name, entry] : state_->pools) pools.push_back(entry);
             m.jobs_by_state = state_->ended_by_state;
             m.ended_by_kind = state_->ended_by_kind;
-            for (const auto& [id, j] : state_->active) ++m.jobs_by_state[static_cast<std::size_t>(j.latest.state)];
             for (const auto& [key, at] : state_->last_success)
                 m.last_success.push_back(LastSuccess{key.first, static_cast<JobKind>(key.second), at});
         }
         m.jobs = jobs();
-        for (const auto& entry : pools) m.pools.push_back(PoolSnapshot{entry->name, entry->read_stats(), entry->wait.snapshot()});
+        // Queued and running now: from the jobs as shown, which include watched runners' own.
+        for (const auto& p : m.jobs)
+            if (!is_final(p.state)) ++m.jobs_by_state[static_cast<std::size_t>(p.state)];
+        for (const auto& entry : pools) {
+            PoolSnapshot pool{entry->name, entry->read_stats(), {}};
+            if (pool.stats) pool.acquire_wait = acquire_wait_histogram(*pool.stats);
+            m.pools.push_back(std::move(pool));
+        }
         return m;
+    }
+
+private:
+    static std::string required_name(const std::string& name, const char* what) {
+        if (name.empty())
+            throw std::invalid_argument(std::string("connpool::monitor::Hub::") + what +
+                                        ": the pool has no name; set PoolOptions::name or pass one");
+        return name;
+    }
+
+    // Puts the watched runners' snapshots into `out`: a tracked job found in one is replaced by
+    // it in place (fresher); the others are appended. Runners whose Watch is gone are dropped.
+    void merge_runners(std::vector<Progress>& out, const std::vector<std::shared_ptr<detail::RunnerEntry>>& runners) const {
+        std::map<std::tuple<std::uint64_t, std::string_view, JobKind>, std::size_t> tracked;
+        for (std::size_t i = 0; i < out.size(); ++i) tracked.emplace(std::tuple{out[i].id, std::string_view(out[i].name), out[i].kind}, i);
+        std::vector<Progress> fresh;
+        std::vector<std::pair<std::size_t, Progress>> replacements;
+        bool cleared = false;
+        for (const auto& runner : runners) {
+            auto snapshot = runner->read();
+            if (!snapshot) {
+                cleared = true;
+                continue;
+            }
+            // Of the ended ones, only the keep_ended most recent (highest ids: the snapshot is in
+            // id order), as for tracked jobs.
+            std::size_t ended = 0;
+            std::vector<bool> keep(snapshot->size(), true);
+            for (std::size_t i = snapshot->size(); i-- > 0;)
+                if (is_final((*snapshot)[i].state) && ++ended > state_->options.keep_ended) keep[i] = false;
+            for (std::size_t i = 0; i < snapshot->size(); ++i) {
+                auto& p = (*snapshot)[i];
+                const auto match = tracked.find(std::tuple{p.id, std::string_view(p.name), p.kind});
+                if (match != tracked.end()) {
+                    replacements.emplace_back(match->second, std::move(p));
+                } else if (keep[i]) {
+                    fresh.push_back(std::move(p));
+                }
+            }
+        }
+        for (auto& [i, p] : replacements) out[i] = std::move(p); // after the search: it views out's names
+        for (auto& p : fresh) out.push_back(std::move(p));
+        if (cleared) {
+            std::lock_guard lock(state_->mu);
+            std::erase_if(state_->runners, [](const auto& r) {
+                std::lock_guard entry_lock(r->mu);
+                return !r->snapshot;
+            });
+        }
     }
 
 private:

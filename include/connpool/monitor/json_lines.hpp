@@ -82,7 +82,7 @@ struct JsonLinesOptions {
 /// A Sink that writes one JSON object per line to a stream: "job.queued", "job.started",
 /// "job.progress" (throttled), "job.phase", "job.ended" (with the end state, and "error" when
 /// failed), and "pool.<kind>" for pool events ("pool.created", "pool.destroyed" with its
-/// "reason", "pool.timeout" with the pool's "stats" when watched, "pool.leak" with the call
+/// "reason", "pool.timeout" with the pool's "stats" at the time, "pool.leak" with the call
 /// "site", "pool.create_failed" with its "error"). Thread-safe; each line is written and flushed
 /// whole under a lock, so lines never interleave.
 class JsonLinesSink : public Sink {
@@ -129,8 +129,9 @@ public:
         if (e.line != 0 || !e.file.empty())
             line["site"] = {{"file", clean(e.file)}, {"function", clean(e.function)}, {"line", e.line}};
         if (e.stats) {
-            line["stats"] = {{"max_size", e.stats->max_size}, {"open", e.stats->open},     {"idle", e.stats->idle},
-                             {"in_use", e.stats->in_use},     {"waiting", e.stats->waiting}};
+            line["stats"] = {{"max_size", e.stats->max_size}, {"open", e.stats->open},         {"idle", e.stats->idle},
+                             {"in_use", e.stats->in_use},     {"waiting", e.stats->waiting},   {"creating", e.stats->creating},
+                             {"paused", e.stats->paused}};
         }
         std::lock_guard lock(mu_);
         write_locked(line);

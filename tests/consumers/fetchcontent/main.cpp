@@ -1,4 +1,5 @@
-// Smallest program against connpool::connpool and connpool::sqlite, as a FetchContent user builds it.
+// Smallest program against connpool::connpool and connpool::sqlite (and, in ../monitor_use.cpp,
+// the monitor components), as a FetchContent user builds it.
 #include <connpool.hpp>
 #include <connpool/sqlite.hpp>
 
@@ -11,11 +12,13 @@ struct Factory {
   Conn create() { return Conn{++next}; }
 };
 
+int run_monitor(); // monitor_use.cpp: the monitor components
+
 int main() {
   connpool::Pool pool{Factory{}, connpool::PoolOptions{.max_size = 2}};
   auto lease = pool.acquire();
 
   connpool::Pool db{connpool::sqlite::Factory{":memory:"}, connpool::PoolOptions{.max_size = 1}};
   const bool sqlite_ok = db.acquire()->query_int("SELECT 6 * 7") == 42;
-  return lease->id == 1 && sqlite_ok ? 0 : 1;
+  return lease->id == 1 && sqlite_ok && run_monitor() == 0 ? 0 : 1;
 }
