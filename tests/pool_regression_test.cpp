@@ -387,3 +387,26 @@ TEST(PoolRegression, released_event_sees_the_connection_back_in_the_pool) {
     { auto l = pool.acquire(); }
     EXPECT_EQ(idle_when_released.load(), 1);
 }
+
+// Found by the pool fuzzer's strict rest check (open 1 != idle 0 + in_use 0 right after the
+// pool looked at rest): stats() read `open` and `creating` at different moments, and a
+// creation ending in between was counted in neither (or in both). Each snapshot now takes the
+// two together, so open + creating never exceeds max_size while nothing is resized.
+TEST(PoolRegression, stats_count_a_creation_that_is_ending_exactly_once) {
+    FakeFactory factory;
+    FakePool pool(factory, foreground(1));
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> torn{0};
+    std::thread watcher([&] {
+        while (!stop.load(std::memory_order_relaxed)) {
+            const connpool::PoolStats st = pool.stats();
+            if (st.open + st.creating > st.max_size) torn.fetch_add(1, std::memory_order_relaxed);
+        }
+    });
+    for (int i = 0; i < 20'000 && torn.load(std::memory_order_relaxed) == 0; ++i) {
+        pool.acquire().discard(); // each cycle creates a connection on a creator thread
+    }
+    stop = true;
+    watcher.join();
+    EXPECT_EQ(torn.load(), 0u) << "a stats() snapshot counted one connection as open and as being created";
+}

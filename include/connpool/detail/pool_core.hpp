@@ -38,17 +38,12 @@
 // ahead of it. A stop request wakes it through the queue's stop_callback; it then unregisters
 // and leaves nothing behind: capacity is never handed to a particular waiter, only connections.
 //
-// Creation (the reason no acquire can outlive its deadline): acquirers never call create().
-// A waiter that registers asks for one creation unless those pending and in flight already
-// match the waiters (`pending_`); one that leaves drops a request nobody waits for; a slot
-// freed while waiters outnumber requests asks again. Creator threads (at most
-// max_concurrent_creates, started when first needed) take requests while there is room under
-// max_size, and push each new connection into the idle queue, so it goes to the oldest
-// waiter, or stays idle if that waiter gave up meanwhile (as HikariCP's connection adder does). Capacity, demand and back-off are
-// counted under `control_`, the one mutex of the slow path: a slot freed while a waiter prepares
-// to sleep is seen by one of them, because both take control_. A failing create() backs off
-// exponentially; the creators sleep until it ends. min_idle top-ups are created by maintenance
-// within the same limits.
+// Creation (detail/pool_creation.hpp, a base of this class) is why no acquire can outlive its
+// deadline: acquirers never call create(); they request creations, which creator threads carry
+// out and push into the idle queue, so each new connection goes to the oldest waiter, or stays
+// idle if that waiter gave up meanwhile (as HikariCP's connection adder does). Capacity, demand
+// and back-off are counted under `control_`, the one mutex of the slow path. Maintenance
+// (detail/pool_maintenance.hpp, the other base) retires, flags and tops up on its own thread.
 //
 // Lifetime: the pool object owns a reference to the core; so does every non-vacant slot.
 // Closing destroys idle connections at once and flags owned slots `closing`, so outstanding
@@ -82,6 +77,8 @@
 #include "clock.hpp"
 #include "diagnostics.hpp"
 #include "durations.hpp"
+#include "pool_creation.hpp"
+#include "pool_maintenance.hpp"
 #include "pool_params.hpp"
 #include "slot.hpp"
 #include "slot_table.hpp"
@@ -93,9 +90,14 @@ namespace connpool::detail {
 
 /// The shared state behind a Pool; outlives the Pool while leases are out. Not for users.
 template <class Conn, class Factory, class Clock>
-class PoolCore final : public LeaseOwner<Conn> {
+class PoolCore final : public LeaseOwner<Conn>,
+                       public PoolCreation<PoolCore<Conn, Factory, Clock>, Conn>,
+                       public PoolMaintenance<PoolCore<Conn, Factory, Clock>, Conn> {
     using Slot = detail::Slot<Conn>;
     using steady = std::chrono::steady_clock;
+    using clock_type = Clock;
+    friend class PoolCreation<PoolCore, Conn>;
+    friend class PoolMaintenance<PoolCore, Conn>;
 
 public:
     PoolCore(Factory factory, PoolOptions options)
@@ -104,10 +106,8 @@ public:
           factory_(std::move(factory)),
           idle_(params_.max_size),
           max_size_(params_.max_size) {
-        creators_.reserve(params_.max_concurrent_creates); // never reallocated while joined
-        if (params_.needs_maintenance && params_.maintenance_interval > 0) {
-            maintenance_ = std::thread([this] { maintenance_loop(); });
-        }
+        this->reserve_creators(params_.max_concurrent_creates);
+        this->start_maintenance();
     }
 
     PoolCore(const PoolCore&) = delete;
@@ -199,7 +199,7 @@ public:
             old = max_size_.load(std::memory_order_relaxed);
             if (n > idle_.capacity()) idle_.set_capacity(n); // it must hold every connection
             max_size_.store(n, std::memory_order_seq_cst);
-            want_creation_locked();
+            this->want_creation_locked();
         }
         if (n < old) shed_surplus();
         if (options_.on_event && n != old) {
@@ -226,7 +226,7 @@ public:
             paused_.store(false, std::memory_order_seq_cst);
             attention_.fetch_sub(1, std::memory_order_seq_cst);
             resume_cv_.notify_all();
-            want_creation_locked();
+            this->want_creation_locked();
         }
         emit(PoolEventKind::resumed, 0, std::chrono::nanoseconds{0});
     }
@@ -253,15 +253,10 @@ public:
         if (!closed_.exchange(true, std::memory_order_seq_cst)) {
             {
                 std::lock_guard lock(control_);
-                stopping_ = true;
-                creator_cv_.notify_all();
+                this->stop_creation_locked();
                 resume_cv_.notify_all();
             }
-            {
-                std::lock_guard lock(maintenance_mutex_);
-                stop_maintenance_ = true;
-            }
-            maintenance_cv_.notify_all();
+            this->stop_maintenance();
             idle_.close();
             sweep(closing, [this](Slot& s) { destroy_owned(s, "pool closed"); });
             while (auto popped = idle_.try_pop()) {
@@ -279,80 +274,6 @@ public:
     void release_pool_reference() noexcept {
         join_threads(); // joins too if close() ran on one of the pool's own threads
         drop_ref();
-    }
-
-    // ---- maintenance ---------------------------------------------------------------------
-
-    std::size_t maintain() {
-        if (closed_.load(std::memory_order_acquire)) return 0;
-        const std::int64_t now = now_ns<Clock>();
-        std::size_t retired = 0;
-        const std::int64_t idle_limit = params_.idle_timeout;
-        // Idle ones beyond min_idle may time out; leased ones never count towards min_idle.
-        std::int64_t may_retire_idle =
-            static_cast<std::int64_t>(idle_count()) - static_cast<std::int64_t>(params_.min_idle);
-
-        auto verdict = [&](const Slot& s, std::uint32_t word) -> const char* {
-            if (const char* why = refusal(word)) return why;
-            const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
-            if (expires != 0 && now >= expires) return "max_lifetime reached";
-            if (idle_limit > 0 && may_retire_idle > 0 && now - idle_since(s) >= idle_limit) {
-                --may_retire_idle;
-                return "idle_timeout reached";
-            }
-            return nullptr;
-        };
-
-        // Idle connections in the queue (oldest first, so the least recently used go first).
-        std::vector<std::pair<Slot*, const char*>> doomed;
-        // The reasons are collected beside: extract_if's result holds the same slots.
-        (void)idle_.extract_if([&](Slot* const& s) {
-            const std::uint32_t word = s->state.load(std::memory_order_acquire);
-            if ((word & state_mask) != queued) return false;
-            if (const char* why = verdict(*s, word)) {
-                doomed.emplace_back(s, why);
-                return true;
-            }
-            return false;
-        });
-        for (auto& [s, why] : doomed) {
-            s->become(busy);
-            destroy_owned(*s, why);
-            ++retired;
-        }
-        // Idle connections parked in some thread's cache.
-        const std::size_t n = slots_.size();
-        for (std::size_t i = 0; i < n; ++i) {
-            Slot& s = slots_[i];
-            if (!s.take_parked_for_pool()) continue;
-            if (const char* why = verdict(s, 0)) {
-                destroy_owned(s, why);
-                ++retired;
-            } else {
-                make_idle(s);
-            }
-        }
-        // Leases: note that they are still running (for idle_since()), flag the ones past
-        // max_lifetime so their release retires them, report the ones held too long. Slots
-        // being validated are busy, not in_use: their previous lease is over and the next one
-        // has not started, so they are neither leaks nor holders.
-        for (std::size_t i = 0; i < n; ++i) {
-            Slot& s = slots_[i];
-            if (s.bare() != in_use) continue;
-            s.seen_in_use_version.store(s.acquires.load(std::memory_order_relaxed), std::memory_order_relaxed);
-            s.seen_in_use_at.store(now, std::memory_order_relaxed);
-            const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
-            if (expires != 0 && now >= expires) s.flag_if(expired, states({in_use}));
-            const std::int64_t held = now - s.acquired_at.load(std::memory_order_relaxed);
-            const std::uint64_t lease = s.acquires.load(std::memory_order_relaxed);
-            if (params_.leak_threshold > 0 && held >= params_.leak_threshold &&
-                s.leak_reported.exchange(lease, std::memory_order_relaxed) != lease) {
-                leaks_.fetch_add(1, std::memory_order_relaxed);
-                emit(PoolEventKind::leak, s.index, std::chrono::nanoseconds{held}, site_of(s));
-            }
-        }
-        top_up();
-        return retired;
     }
 
     // ---- stats ---------------------------------------------------------------------------
@@ -373,11 +294,13 @@ public:
         // marked queued but not yet pushed (or popped and not yet owned) is in neither, so a
         // pool at rest (creating 0, open == idle + in_use) has every idle one takeable.
         st.idle += idle_.size();
-        st.open = open_.load(std::memory_order_acquire);
         st.waiting = waiting_gauge_.load(std::memory_order_acquire);
         {
+            // open and creating as one pair: a creation moves from one to the other under
+            // control_, so no snapshot shows it in neither (a false "at rest").
             std::lock_guard lock(control_);
-            st.creating = creating_;
+            st.open = open_.load(std::memory_order_acquire);
+            st.creating = this->creating_locked();
         }
         st.paused = paused_.load(std::memory_order_acquire);
         st.created = created_.load(std::memory_order_relaxed);
@@ -477,9 +400,7 @@ private:
             core.attention_.fetch_add(1, std::memory_order_seq_cst);
             ++core.waiters_;
             core.waiting_gauge_.store(core.waiters_, std::memory_order_relaxed);
-            // One creation requested per waiter that none in flight or pending will serve.
-            if (core.waiters_ > core.pending_ + core.creating_) ++core.pending_;
-            core.want_creation_locked();
+            core.request_for_waiters_locked(core.waiters_);
         }
         Waiting(const Waiting&) = delete;
         Waiting& operator=(const Waiting&) = delete;
@@ -487,9 +408,7 @@ private:
             std::lock_guard lock(core.control_);
             --core.waiters_;
             core.waiting_gauge_.store(core.waiters_, std::memory_order_relaxed);
-            // A request nobody waits for any more is dropped (one in flight completes and its
-            // connection goes idle).
-            if (core.pending_ > 0 && core.pending_ + core.creating_ > core.waiters_) --core.pending_;
+            core.drop_request_locked(core.waiters_);
             core.attention_.fetch_sub(1, std::memory_order_seq_cst);
         }
     };
@@ -641,7 +560,7 @@ private:
             return false;
         }
         if constexpr (has_validate<Factory, Conn>) {
-            const std::int64_t idle = now - idle_since(s);
+            const std::int64_t idle = now - this->idle_since(s);
             if (idle >= params_.validate_after_idle && (s.handed_out || idle >= alive_bypass_ns)) {
                 // Busy while validating: the previous lease is over and this one has not begun,
                 // so maintenance reports neither as a leak or a holder.
@@ -804,70 +723,20 @@ private:
             occupied_.store(occupied_.load(std::memory_order_relaxed) - 1, std::memory_order_seq_cst);
             // The capacity may serve a waiter nothing else will (a failed or refused creation,
             // a discard while the pool was full).
-            if (waiters_ > pending_ + creating_) ++pending_;
-            want_creation_locked();
+            this->request_for_waiters_locked(waiters_);
         }
         drop_ref(); // last: may delete this
     }
 
-    // ---- creation ------------------------------------------------------------------------
+    // ---- capacity (for PoolCreation) -----------------------------------------------------
 
-    // Whether a requested creation may start now. Requires control_.
-    bool demand_locked() const noexcept {
-        return !stopping_ && !paused_.load(std::memory_order_relaxed) && pending_ > 0 &&
-               creating_ < params_.max_concurrent_creates &&
-               occupied_.load(std::memory_order_relaxed) < max_size_.load(std::memory_order_relaxed);
+    // Whether max_size leaves room for one more connection. Requires control_.
+    [[nodiscard]] bool has_room_locked() const noexcept {
+        return occupied_.load(std::memory_order_relaxed) < max_size_.load(std::memory_order_relaxed);
     }
 
-    // Wakes (or starts) a creator when there is demand. Requires control_.
-    void want_creation_locked() noexcept {
-        if (!demand_locked()) return;
-        if (idle_creators_ > 0) {
-            creator_cv_.notify_one();
-            return;
-        }
-        if (creators_.size() < params_.max_concurrent_creates) {
-            try {
-                creators_.emplace_back([this] { creator_loop(); });
-            } catch (...) {
-                // No thread now: the next change of demand or capacity tries again.
-            }
-        }
-    }
-
-    void creator_loop() noexcept {
-        std::unique_lock lock(control_);
-        while (!stopping_) {
-            if (demand_locked()) {
-                const auto until = steady::time_point(steady::duration(backoff_until_));
-                if (steady::now() < until) { // a failing create(): wait until the back-off ends
-                    ++idle_creators_;
-                    creator_cv_.wait_until(lock, until);
-                    --idle_creators_;
-                    continue;
-                }
-                Slot* s = nullptr;
-                try {
-                    s = &reserve_locked();
-                } catch (...) { // out of memory for a new segment of slots
-                    break;
-                }
-                --pending_;
-                want_creation_locked(); // more requests: another creator
-                lock.unlock();
-                if (create_into(*s)) publish_new(*s);
-                lock.lock();
-                continue;
-            }
-            ++idle_creators_;
-            creator_cv_.wait(lock);
-            --idle_creators_;
-        }
-    }
-
-    // Claims a vacant slot (or a new one) for a creation by this thread. Requires control_;
-    // the caller then calls create_into().
-    Slot& reserve_locked() {
+    // Claims a vacant slot (or a new one) as reserved for a creation. Requires control_.
+    Slot& claim_vacant_locked() {
         Slot* s = vacant_;
         if (s != nullptr) {
             vacant_ = s->next_vacant;
@@ -877,66 +746,8 @@ private:
         }
         s->state.store(reserved, std::memory_order_seq_cst);
         occupied_.store(occupied_.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
-        ++creating_;
         refs_.fetch_add(1, std::memory_order_relaxed);
         return *s;
-    }
-
-    // Creates a connection into a reserved slot (counted in creating_). On failure the slot is
-    // freed and the pool backs off; returns false.
-    bool create_into(Slot& s) noexcept {
-        const auto t0 = steady::now();
-        std::string error;
-        // Nothing may escape from here: the slot is reserved and counted in creating_.
-        auto describe = [&error](const char* what) noexcept {
-            try {
-                error = (what != nullptr && *what != '\0') ? what : "create() threw an exception with an empty message";
-            } catch (...) {
-                // Out of memory for the message: the slot and the counts matter more.
-            }
-        };
-        try {
-            s.conn.emplace(factory_.create());
-        } catch (const std::exception& e) {
-            describe(e.what());
-        } catch (...) {
-            describe("create() threw a non-standard exception");
-        }
-        const auto took = steady::now() - t0;
-        if (!s.conn.has_value()) {
-            create_failures_.fetch_add(1, std::memory_order_relaxed);
-            {
-                std::lock_guard lock(control_);
-                --creating_; // free_slot() below asks again, after the back-off, for a waiter
-                backoff_ = next_backoff(backoff_, params_.create_retry_initial, params_.create_retry_max);
-                backoff_until_ = add_saturated(steady::now().time_since_epoch().count(), backoff_);
-                try {
-                    last_create_error_ = error;
-                } catch (...) {
-                    // Out of memory for the message: the counts and the slot matter more.
-                }
-            }
-            emit(PoolEventKind::create_failed, s.index, std::chrono::nanoseconds{0}, {}, error);
-            free_slot(s);
-            return false;
-        }
-        const std::int64_t now = now_ns<Clock>();
-        s.handed_out = false;
-        s.acquired_at.store(now, std::memory_order_relaxed);
-        s.expires_at.store(expiry(now), std::memory_order_relaxed);
-        open_.fetch_add(1, std::memory_order_acq_rel);
-        created_.fetch_add(1, std::memory_order_relaxed);
-        {
-            std::lock_guard lock(control_);
-            --creating_;
-            if (backoff_ != 0) {
-                last_create_error_.clear();
-                backoff_ = 0;
-                backoff_until_ = 0;
-            }
-        }
-        emit(PoolEventKind::created, s.index, std::chrono::duration_cast<std::chrono::nanoseconds>(took));
-        return true;
     }
 
     // A new connection goes to the queue: to the oldest waiter, else idle. If it is refused
@@ -948,50 +759,6 @@ private:
         } else {
             to_queue(s);
         }
-    }
-
-    // Creates connections (on this thread) until min_idle are idle, within the creation limits.
-    void top_up() {
-        while (!closed_.load(std::memory_order_acquire) && !paused_.load(std::memory_order_acquire) &&
-               idle_count() < params_.min_idle) {
-            Slot* s = nullptr;
-            {
-                std::lock_guard lock(control_);
-                if (stopping_ || creating_ >= params_.max_concurrent_creates ||
-                    occupied_.load(std::memory_order_relaxed) >= max_size_.load(std::memory_order_relaxed) ||
-                    steady::now().time_since_epoch().count() < backoff_until_) {
-                    return;
-                }
-                s = &reserve_locked();
-            }
-            if (!create_into(*s)) return;
-            publish_new(*s);
-        }
-    }
-
-    // When a connection created at `now` retires: 0 = never (no lifetime, or one too long).
-    std::int64_t expiry(std::int64_t now) {
-        const std::int64_t lifetime = params_.max_lifetime;
-        if (lifetime <= 0 || lifetime >= to_ns(forever)) return 0;
-        std::int64_t jitter = 0;
-        if (lifetime >= 10'000'000'000) { // HikariCP's rule: no jitter under 10 s
-            std::lock_guard lock(control_);
-            jitter = std::uniform_int_distribution<std::int64_t>(0, lifetime / 40)(rng_);
-        }
-        const std::int64_t at = add_saturated(now, lifetime - jitter);
-        return at == never_ns ? 0 : at;
-    }
-
-    // When an idle slot's connection was last in use, without a clock read at release: its
-    // last hand-out, or later the last maintenance pass that saw that same lease still running.
-    // Never later than the true release, so idle ages err long by at most the hold time (or one
-    // maintenance interval): idle connections are validated or retired early, never late.
-    static std::int64_t idle_since(const Slot& s) noexcept {
-        std::int64_t since = s.acquired_at.load(std::memory_order_relaxed);
-        if (s.seen_in_use_version.load(std::memory_order_relaxed) == s.acquires.load(std::memory_order_relaxed)) {
-            since = std::max(since, s.seen_in_use_at.load(std::memory_order_relaxed));
-        }
-        return since;
     }
 
     // Idle connections, counted as stats() counts them.
@@ -1011,7 +778,7 @@ private:
         std::string last_error;
         {
             std::lock_guard lock(control_);
-            last_error = last_create_error_;
+            last_error = this->last_create_error_locked();
         }
         TimeoutReport report(waited_ns, stats(), last_error);
         const std::int64_t now = now_ns<Clock>();
@@ -1032,43 +799,26 @@ private:
 
     // ---- threads -------------------------------------------------------------------------
 
-    void maintenance_loop() {
-        std::unique_lock lock(maintenance_mutex_);
-        while (!stop_maintenance_) {
-            if (params_.maintenance_interval >= to_ns(forever)) {
-                maintenance_cv_.wait(lock); // an interval too long to mean anything: never
-            } else {
-                maintenance_cv_.wait_for(lock, std::chrono::nanoseconds(params_.maintenance_interval));
-            }
-            if (stop_maintenance_) break;
-            lock.unlock();
-            try {
-                maintain();
-            } catch (...) {
-                // Maintenance is best effort; the next pass tries again.
-            }
-            lock.lock();
-        }
-    }
-
     // Joins the maintenance and creator threads once they have been told to stop. Any number
     // of threads may call it at once; on one of the pool's own threads (an event hook that
     // closes the pool) it joins nothing: the thread that destroys the Pool joins them.
     void join_threads() noexcept {
         const auto self = std::this_thread::get_id();
         std::size_t creators = 0;
+        std::vector<std::thread>* list = nullptr;
         {
             std::lock_guard lock(control_);
-            creators = creators_.size(); // fixed once stopping_ is set
-            if (maintenance_.get_id() == self) return;
+            list = &this->creators_locked();
+            creators = list->size(); // fixed once close() stopped creation
+            if (this->is_maintenance_thread(self)) return;
             for (std::size_t i = 0; i < creators; ++i) {
-                if (creators_[i].get_id() == self) return;
+                if ((*list)[i].get_id() == self) return;
             }
         }
         std::lock_guard join(join_mutex_);
-        if (maintenance_.joinable()) maintenance_.join();
+        this->join_maintenance();
         for (std::size_t i = 0; i < creators; ++i) {
-            if (creators_[i].joinable()) creators_[i].join();
+            if ((*list)[i].joinable()) (*list)[i].join();
         }
     }
 
@@ -1102,27 +852,13 @@ private:
     std::atomic<std::uint64_t> retirements_{0};
     WaitHistogram waits_;
 
-    // The slow path's state: capacity, demand, creators, back-off.
+    // The slow path's state: capacity and waiters (and PoolCreation's counts).
     mutable std::mutex control_;
-    std::condition_variable creator_cv_;    // creators wait for demand (or the back-off's end)
     std::condition_variable_any resume_cv_; // waiters wait for resume() (with their stop token)
     Slot* vacant_ = nullptr;                // free list of vacant slots
     std::size_t doomed_ = 0;                // surplus slots whose owners are destroying them
     std::size_t waiters_ = 0;               // threads registered as waiting
-    std::size_t pending_ = 0;               // creations requested for waiters, not yet started
-    std::size_t creating_ = 0;              // create() calls in flight
-    std::size_t idle_creators_ = 0;         // creator threads asleep
-    bool stopping_ = false;                 // close() ran: creators exit
-    std::vector<std::thread> creators_;
-    std::int64_t backoff_ = 0;              // ns; 0 = creation is not failing
-    std::int64_t backoff_until_ = 0;        // steady_clock ticks
-    std::string last_create_error_;
-    std::mt19937_64 rng_{std::random_device{}()};
 
-    std::mutex maintenance_mutex_;
-    std::condition_variable maintenance_cv_;
-    bool stop_maintenance_ = false; // guarded by maintenance_mutex_
-    std::thread maintenance_;
     std::mutex join_mutex_; // two close() calls must not join the same thread at once
 };
 
