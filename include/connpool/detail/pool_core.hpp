@@ -17,14 +17,9 @@
 // which errs towards validating and retiring early; a lease that outlives max_lifetime is flagged
 // `expired` by maintenance, so its release takes the slow path and retires it.
 //
-// `attention_` counts the reasons releases must not park: threads asleep waiting, a pause, a
-// shrink or retire_all in progress. A release reads it (seq_cst) before its park CAS. Whoever
-// raises it then sweeps every slot (seq_cst): a parked one is taken, an owned one is flagged
-// (`wanted` or a stronger flag), so the owner's park CAS, which expects the bare state, fails.
-// Either the release read the raised count (and queues instead of parking), or its CAS came
-// first (and the sweep finds the slot parked), or the flag came first (and the CAS fails): no
-// connection stays parked unseen. make_idle() clears a stale `wanted` before it re-reads the
-// count, so a flag left by an earlier sweep cannot hide a later one.
+// `attention_` counts the reasons releases must not park (threads asleep waiting, a pause, a
+// shrink or retire_all in progress): the idle hand-off (detail/pool_handoff.hpp, a base of this
+// class) explains how a release and a sweep agree that no connection stays parked unseen.
 //
 // Slow path: a thread whose cached slot is gone takes the newest idle connection from the idle
 // queue (a BoundedBlockingQueue in LIFO order, so the least recently used ones age out), then
@@ -43,7 +38,7 @@
 // out and push into the idle queue, so each new connection goes to the oldest waiter, or stays
 // idle if that waiter gave up meanwhile (as HikariCP's connection adder does). Capacity, demand
 // and back-off are counted under `control_`, the one mutex of the slow path. Maintenance
-// (detail/pool_maintenance.hpp, the other base) retires, flags and tops up on its own thread.
+// (detail/pool_maintenance.hpp, another base) retires, flags and tops up on its own thread.
 //
 // Lifetime: the pool object owns a reference to the core; so does every non-vacant slot.
 // Closing destroys idle connections at once and flags owned slots `closing`, so outstanding
@@ -78,6 +73,7 @@
 #include "diagnostics.hpp"
 #include "durations.hpp"
 #include "pool_creation.hpp"
+#include "pool_handoff.hpp"
 #include "pool_maintenance.hpp"
 #include "pool_params.hpp"
 #include "slot.hpp"
@@ -91,11 +87,13 @@ namespace connpool::detail {
 /// The shared state behind a Pool; outlives the Pool while leases are out. Not for users.
 template <class Conn, class Factory, class Clock>
 class PoolCore final : public LeaseOwner<Conn>,
+                       public PoolHandoff<PoolCore<Conn, Factory, Clock>, Conn>,
                        public PoolCreation<PoolCore<Conn, Factory, Clock>, Conn>,
                        public PoolMaintenance<PoolCore<Conn, Factory, Clock>, Conn> {
     using Slot = detail::Slot<Conn>;
     using steady = std::chrono::steady_clock;
     using clock_type = Clock;
+    friend class PoolHandoff<PoolCore, Conn>;
     friend class PoolCreation<PoolCore, Conn>;
     friend class PoolMaintenance<PoolCore, Conn>;
 
@@ -119,7 +117,7 @@ public:
                         const source_location& loc) {
         // No closed_ check here: close() destroys every parked connection, so after it the
         // cached slot cannot be taken and the slow path throws PoolClosed.
-        if (Slot* s = take_cached()) {
+        if (Slot* s = this->take_cached()) {
             if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::cache)) return Lease<Conn>(s);
         }
         return acquire_slow(timeout, stop, loc);
@@ -128,7 +126,7 @@ public:
     std::optional<Lease<Conn>> try_acquire(const source_location& loc) {
         if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
         if (paused_.load(std::memory_order_acquire)) return std::nullopt;
-        if (Slot* s = take_cached()) {
+        if (Slot* s = this->take_cached()) {
             if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::cache)) return Lease<Conn>(s);
         }
         // Each round takes one idle connection (handed out or, if retired, destroyed), so this
@@ -139,7 +137,7 @@ public:
                 s = *popped;
                 own(*s);
             } else {
-                s = steal_parked(false);
+                s = this->steal_parked(false);
             }
             if (s == nullptr) return std::nullopt;
             if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::untimed)) return Lease<Conn>(s);
@@ -176,11 +174,11 @@ public:
             site = site_of(s);
             refs_.fetch_add(1, std::memory_order_relaxed);
         }
-        remember(s);
+        this->remember(s);
         // No clock read here: it would cost a third of the whole cycle (see the design note).
         // After a successful park the slot may be taken, closed and the core deleted by others:
         // touch nothing of ours after it (but for the reference taken above).
-        if (attention_.load(std::memory_order_seq_cst) != 0 || !s.park()) make_idle(s);
+        if (attention_.load(std::memory_order_seq_cst) != 0 || !s.park()) this->make_idle(s);
         if (report) {
             emit(PoolEventKind::released, index, held, site);
             drop_ref();
@@ -201,7 +199,7 @@ public:
             max_size_.store(n, std::memory_order_seq_cst);
             this->want_creation_locked();
         }
-        if (n < old) shed_surplus();
+        if (n < old) this->shed_surplus();
         if (options_.on_event && n != old) {
             const std::string what = "from " + std::to_string(old) + " to " + std::to_string(n);
             emit(PoolEventKind::resized, 0, std::chrono::nanoseconds{0}, {}, what);
@@ -215,7 +213,7 @@ public:
             paused_.store(true, std::memory_order_seq_cst);
             attention_.fetch_add(1, std::memory_order_seq_cst);
         }
-        sweep(wanted, [this](Slot& s) { to_queue(s); });
+        this->sweep(wanted, [this](Slot& s) { this->to_queue(s); });
         emit(PoolEventKind::paused, 0, std::chrono::nanoseconds{0});
     }
 
@@ -238,7 +236,7 @@ public:
         attention_.fetch_add(1, std::memory_order_seq_cst);
         // Owned and queued slots are flagged: their next hand-out, release or publication
         // destroys them. Parked ones, and whatever the queue holds now, go at once.
-        sweep(replaced, [this](Slot& s) { destroy_owned(s, retired_why); });
+        this->sweep(replaced, [this](Slot& s) { destroy_owned(s, retired_why); });
         for (Slot* s : idle_.extract_if([](Slot* const&) { return true; })) {
             s->become(busy);
             destroy_owned(*s, retired_why);
@@ -258,7 +256,7 @@ public:
             }
             this->stop_maintenance();
             idle_.close();
-            sweep(closing, [this](Slot& s) { destroy_owned(s, "pool closed"); });
+            this->sweep(closing, [this](Slot& s) { destroy_owned(s, "pool closed"); });
             while (auto popped = idle_.try_pop()) {
                 Slot& s = **popped;
                 s.become(busy);
@@ -334,7 +332,6 @@ private:
     static constexpr std::int64_t alive_bypass_ns = 500'000'000;
     static constexpr int spin_rounds = 64;
     static constexpr auto spin_limit = std::chrono::microseconds(200);
-    static constexpr std::uint32_t owned_or_queued = states({reserved, queued, in_use, busy});
 
     ~PoolCore() = default; // only drop_ref() deletes
 
@@ -366,28 +363,6 @@ private:
         if ((word & replaced) != 0) return retired_why;
         if ((word & expired) != 0) return "max_lifetime reached";
         return nullptr;
-    }
-
-    // ---- the thread cache ----------------------------------------------------------------
-
-    // The slot this thread gave back last, if it is still parked: ours now.
-    Slot* take_cached() noexcept {
-        const CacheEntry& e = seat_.entry();
-        if (e.pool != seat_.id()) return nullptr;
-        Slot* s = static_cast<Slot*>(e.slot);
-        return s->take_parked() ? s : nullptr;
-    }
-
-    // Makes `s` this thread's cached slot. A different slot still parked under the old entry
-    // goes to the queue, so every idle connection is in the queue or in exactly one cache.
-    void remember(Slot& s) noexcept {
-        CacheEntry& e = seat_.entry();
-        if (e.pool == seat_.id() && e.slot != &s) {
-            Slot& old = *static_cast<Slot*>(e.slot);
-            if (old.take_parked_for_pool()) to_queue(old);
-        }
-        e.pool = seat_.id();
-        e.slot = &s;
     }
 
     // ---- the slow path -------------------------------------------------------------------
@@ -430,7 +405,7 @@ private:
         // thread plus a context switch: a lock convoy, from which a busy pool never recovers.
         if (!paused_.load(std::memory_order_acquire)) {
             for (int round = 0; round < spin_rounds; ++round) {
-                if (Slot* s = grab()) {
+                if (Slot* s = this->grab()) {
                     if (claim(*s, start, loc)) return Lease<Conn>(s);
                     continue;
                 }
@@ -461,7 +436,7 @@ private:
             Slot* s = nullptr;
             if (auto popped = idle_.try_pop()) {
                 s = *popped;
-            } else if ((s = steal_parked(true)) == nullptr) {
+            } else if ((s = this->steal_parked(true)) == nullptr) {
                 auto got = stop != nullptr ? idle_.pop_until(deadline, *stop) : idle_.pop_until(deadline);
                 if (!got) continue; // closed, stopped or timed out: check() and the deadline say which
                 s = *got;
@@ -469,7 +444,7 @@ private:
             if (paused_.load(std::memory_order_seq_cst) && s->bare() == queued) {
                 // Paused after this thread looked: the connection waits in the queue, and this
                 // thread at the gate. Each push-back moves one sleeper to the gate, so it ends.
-                requeue(*s);
+                this->requeue(*s);
                 continue;
             }
             if (claim(*s, start, loc)) return Lease<Conn>(s);
@@ -485,14 +460,6 @@ private:
             resume_cv_.wait_until(lock, *stop, deadline, resumed);
         } else {
             resume_cv_.wait_until(lock, deadline, resumed);
-        }
-    }
-
-    // A queued slot this thread popped but must not use now goes back (it is still queued).
-    void requeue(Slot& s) noexcept {
-        if (!idle_.try_push(&s)) {
-            s.become(busy);
-            destroy_owned(s, "pool closed");
         }
     }
 
@@ -518,31 +485,6 @@ private:
 #elif defined(__aarch64__)
         asm volatile("yield");
 #endif
-    }
-
-    // An idle connection without waiting: the newest queued one, or a parked one.
-    Slot* grab() {
-        if (auto popped = idle_.try_pop()) return *popped;
-        return steal_parked(false);
-    }
-
-    // Claims a parked slot anywhere. With `mark`, also flags every owned slot `wanted` so that
-    // its release cannot park it unseen while this thread sleeps (see the design note). Visits
-    // the slots ever used, not max_size of them.
-    Slot* steal_parked(bool mark) noexcept {
-        const std::size_t n = slots_.size();
-        if (n == 0) return nullptr;
-        const std::size_t start = thread_cache.rotor++ % n;
-        for (std::size_t k = 0; k < n; ++k) {
-            Slot& s = slots_[(start + k) % n];
-            if (!mark) {
-                if (s.bare(std::memory_order_relaxed) == parked && s.take_parked()) return &s;
-                continue;
-            }
-            const std::uint32_t seen = s.flag_if(wanted, states({reserved, in_use, busy}));
-            if ((seen & state_mask) == parked && s.take_parked()) return &s;
-        }
-        return nullptr;
     }
 
     // Checks and stamps a slot this thread owns as in_use. False = it was retired; try again.
@@ -590,110 +532,6 @@ private:
     }
 
     // ---- giving connections back ---------------------------------------------------------
-
-    // Publishes an owned slot with a live connection as idle: to the queue when anything needs
-    // attention (waiters, a pause), else parked. Destroys it if it must not be kept.
-    void make_idle(Slot& s) noexcept {
-        for (;;) {
-            const std::uint32_t cur = s.state.load(std::memory_order_seq_cst);
-            if (const char* why = refusal(cur)) {
-                destroy_owned(s, why);
-                return;
-            }
-            if (take_surplus(s)) {
-                destroy_owned(s, shrunk_why);
-                return;
-            }
-            if ((cur & wanted) != 0) {
-                // Clear the old request before reading attention_: a sweep that starts after
-                // the read must be able to flag this slot again (see the design note).
-                std::uint32_t expected = cur;
-                s.state.compare_exchange_strong(expected, cur & ~wanted, std::memory_order_seq_cst);
-                continue;
-            }
-            if (attention_.load(std::memory_order_seq_cst) != 0) {
-                to_queue(s);
-                return;
-            }
-            std::uint32_t expected = cur;
-            if (s.state.compare_exchange_strong(expected, parked, std::memory_order_seq_cst)) return;
-        }
-    }
-
-    // Moves an owned slot with a live connection into the idle queue (which hands it to the
-    // oldest waiter), unless a flag says it must go.
-    void to_queue(Slot& s) noexcept {
-        std::uint32_t seen = 0;
-        if (!s.publish(queued, closing | replaced | expired, seen)) {
-            destroy_owned(s, refusal(seen));
-            return;
-        }
-        if (!idle_.try_push(&s)) { // closed meanwhile (it never fills): it is still ours
-            s.become(busy);
-            destroy_owned(s, "pool closed");
-        }
-    }
-
-    // Whether `s` (owned, live) is one more connection than max_size allows; if so it is
-    // counted as doomed and its owner destroys it.
-    bool take_surplus(Slot& s) noexcept {
-        if (occupied_.load(std::memory_order_seq_cst) <= max_size_.load(std::memory_order_seq_cst)) return false;
-        std::lock_guard lock(control_);
-        if (s.doomed) return true;
-        if (occupied_.load(std::memory_order_relaxed) - doomed_ <= max_size_.load(std::memory_order_relaxed)) {
-            return false;
-        }
-        ++doomed_;
-        s.doomed = true;
-        return true;
-    }
-
-    // After a shrink: surplus parked and queued connections go now, leased ones are flagged so
-    // that their release checks (make_idle's take_surplus).
-    void shed_surplus() {
-        attention_.fetch_add(1, std::memory_order_seq_cst);
-        const auto shed = [this](Slot& s) {
-            if (take_surplus(s)) {
-                destroy_owned(s, shrunk_why);
-            } else {
-                to_queue(s);
-            }
-        };
-        sweep(wanted, shed);
-        std::size_t excess = 0;
-        {
-            std::lock_guard lock(control_);
-            const std::size_t live = occupied_.load(std::memory_order_relaxed) - doomed_;
-            const std::size_t max = max_size_.load(std::memory_order_relaxed);
-            excess = live > max ? live - max : 0;
-        }
-        if (excess > 0) {
-            std::size_t picked = 0; // the oldest idle ones
-            for (Slot* s : idle_.extract_if([&](Slot* const&) { return picked < excess && ++picked > 0; })) {
-                s->become(busy);
-                shed(*s);
-            }
-        }
-        attention_.fetch_sub(1, std::memory_order_seq_cst);
-    }
-
-    // With attention_ raised by the caller: every parked slot is taken (as busy) and given to
-    // `on_parked`, every owned or queued one gets `flag`.
-    template <class OnParked>
-    void sweep(std::uint32_t flag, OnParked&& on_parked) {
-        const std::size_t n = slots_.size();
-        for (std::size_t i = 0; i < n; ++i) {
-            Slot& s = slots_[i];
-            for (;;) {
-                if (s.take_parked_for_pool()) {
-                    on_parked(s);
-                    break;
-                }
-                // Parked again since the take failed (taken and given back): go round.
-                if ((s.flag_if(flag, owned_or_queued) & state_mask) != parked) break;
-            }
-        }
-    }
 
     // Destroys the connection of an owned slot, then frees the slot.
     void destroy_owned(Slot& s, std::string_view why) noexcept {
@@ -748,17 +586,6 @@ private:
         occupied_.store(occupied_.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
         refs_.fetch_add(1, std::memory_order_relaxed);
         return *s;
-    }
-
-    // A new connection goes to the queue: to the oldest waiter, else idle. If it is refused
-    // (retire_all or close during the create, or surplus), free_slot() asks again for the
-    // waiter it was made for.
-    void publish_new(Slot& s) noexcept {
-        if (take_surplus(s)) {
-            destroy_owned(s, shrunk_why);
-        } else {
-            to_queue(s);
-        }
     }
 
     // Idle connections, counted as stats() counts them.
