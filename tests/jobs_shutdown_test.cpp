@@ -48,15 +48,17 @@ protected:
 // connections are held by the test, so the runner has one lease for the submitting job and a
 // second worker waits for a connection: a third worker is allowed, and the old submit() started
 // it behind the destructor's back.
-// DISABLED: failed once under TSan in a fresh-clone CI run (the sentinel was not cancelled by
-// ~JobRunner within 10 s and ran), after the pool moved creation to creator threads. Not yet
-// understood; see the issue note. Run it with --gtest_also_run_disabled_tests.
-TEST_F(JobRunnerShutdown, DISABLED_a_submit_from_a_running_job_while_the_destructor_runs_is_cancelled_and_starts_no_worker) {
+// The spawner waits until the sentinel is queued: job ids are given in submit order, and a spawner
+// that ran before the sentinel's submit took id 2 for "late", so the hook held the main thread
+// inside the sentinel's submit instead (it once failed that way under TSan: 10 s, then the
+// sentinel ran).
+TEST_F(JobRunnerShutdown, a_submit_from_a_running_job_while_the_destructor_runs_is_cancelled_and_starts_no_worker) {
     auto held_a = pool().acquire();
     auto held_b = pool().acquire();
     Runner* raw = &runner();
     Gate in_window;          // the submitting thread is inside submit(), job registered
     Gate destructor_started; // the destructor has cancelled the queued sentinel
+    Gate sentinel_queued;    // ids are fixed: spawner 1, sentinel 2, late 3
     std::atomic<bool> late_ran{false};
     JobHandle late;
     std::atomic<int> late_outcome{0}; // 1 = returned a handle, 2 = logic_error
@@ -70,6 +72,7 @@ TEST_F(JobRunnerShutdown, DISABLED_a_submit_from_a_running_job_while_the_destruc
         std::this_thread::sleep_for(100ms);
     };
     JobHandle spawner = raw->submit(make_job("spawner", [&](FakeConnection&, ProgressReporter&) {
+        ASSERT_TRUE(sentinel_queued.wait());
         try {
             late = raw->submit(make_job("late", [&](FakeConnection&, ProgressReporter&) { late_ran = true; }));
             late_outcome = 1;
@@ -82,6 +85,7 @@ TEST_F(JobRunnerShutdown, DISABLED_a_submit_from_a_running_job_while_the_destruc
     });
     // Queued behind the second worker's acquire (no connection is free): the destructor cancels it.
     JobHandle sentinel = raw->submit(make_job("sentinel", noop()), sentinel_rec.callback());
+    sentinel_queued.open();
     ASSERT_TRUE(in_window.wait());
     std::thread destroyer([&] { destroy_runner(); });
     EXPECT_EQ(wait_or_abort(spawner, "the submitting job"), JobState::succeeded);

@@ -260,18 +260,29 @@ TEST(PoolRegression, a_discard_racing_a_waiter_going_to_sleep_is_never_missed) {
     EXPECT_EQ(pool.stats().timeouts, 0u);
 }
 
-// Bug 6: try_acquire() busy-looped while another thread's create() ran.
+// Bug 6: try_acquire() busy-looped while another thread's create() ran. The old pool handed
+// freed capacity to waiters as tickets through the idle queue: while a waiter created from one
+// ticket, a second discard left another ticket in the queue, which try_acquire() popped and
+// pushed back (a waiter was still counted) until that create ended.
 TEST(PoolRegression, try_acquire_returns_while_another_thread_creates) {
     FakeFactory f;
     f.create_delay = 300ms;
     FakePool pool{f, foreground(2)};
-    std::thread creator([&] { auto l = pool.acquire_for(5s); });
+    auto first = pool.acquire();
+    auto second = pool.acquire();
+    std::thread waiter([&] {
+        auto l = pool.acquire_for(5s);
+        EXPECT_TRUE(l);
+    });
+    ASSERT_TRUE(eventually([&] { return pool.stats().waiting == 1; }));
+    first.discard(); // capacity for the waiter: a create starts and runs 300 ms
     ASSERT_TRUE(eventually([&] { return f.registry->creating_now.load() == 1; }));
+    second.discard(); // more capacity, freed while that create runs
     const auto cpu = process_cpu_time();
     EXPECT_FALSE(pool.try_acquire().has_value());
     EXPECT_EQ(f.registry->creating_now.load(), 1) << "it returned only after the create";
     EXPECT_LT(process_cpu_time() - cpu, 100ms);
-    creator.join();
+    waiter.join();
 }
 
 // Bug 7: connections created by the min_idle top-up skipped validation on their first hand-out
@@ -386,4 +397,27 @@ TEST(PoolRegression, released_event_sees_the_connection_back_in_the_pool) {
     self.store(&pool);
     { auto l = pool.acquire(); }
     EXPECT_EQ(idle_when_released.load(), 1);
+}
+
+// Found by the pool fuzzer's strict rest check (open 1 != idle 0 + in_use 0 right after the
+// pool looked at rest): stats() read `open` and `creating` at different moments, and a
+// creation ending in between was counted in neither (or in both). Each snapshot now takes the
+// two together, so open + creating never exceeds max_size while nothing is resized.
+TEST(PoolRegression, stats_count_a_creation_that_is_ending_exactly_once) {
+    FakeFactory factory;
+    FakePool pool(factory, foreground(1));
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> torn{0};
+    std::thread watcher([&] {
+        while (!stop.load(std::memory_order_relaxed)) {
+            const connpool::PoolStats st = pool.stats();
+            if (st.open + st.creating > st.max_size) torn.fetch_add(1, std::memory_order_relaxed);
+        }
+    });
+    for (int i = 0; i < 20'000 && torn.load(std::memory_order_relaxed) == 0; ++i) {
+        pool.acquire().discard(); // each cycle creates a connection on a creator thread
+    }
+    stop = true;
+    watcher.join();
+    EXPECT_EQ(torn.load(), 0u) << "a stats() snapshot counted one connection as open and as being created";
 }

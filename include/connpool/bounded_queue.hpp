@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "detail/durations.hpp" // saturating deadlines, shared with the pool
+
 namespace connpool {
 
 /// Which element pop() takes when several are stored: the oldest (fifo) or the newest (lifo).
@@ -90,13 +92,13 @@ public:
     /// takes a stored element and never waits.
     template <class Rep, class Period>
     std::optional<T> pop_for(const std::chrono::duration<Rep, Period>& timeout) {
-        return pop_impl(deadline_after(timeout), nullptr);
+        return pop_impl(std::optional{detail::deadline_after(std::chrono::steady_clock::now(), timeout)}, nullptr);
     }
 
     /// Like pop_for(timeout), and also gives up as soon as a stop is requested on `stop`.
     template <class Rep, class Period>
     std::optional<T> pop_for(const std::chrono::duration<Rep, Period>& timeout, std::stop_token stop) {
-        return pop_impl(deadline_after(timeout), &stop);
+        return pop_impl(std::optional{detail::deadline_after(std::chrono::steady_clock::now(), timeout)}, &stop);
     }
 
     /// Like pop(), but gives up at `deadline` (a steady_clock time) and returns std::nullopt.
@@ -214,19 +216,6 @@ private:
     static std::size_t checked_capacity(std::size_t capacity) {
         if (capacity == 0) throw std::invalid_argument("BoundedBlockingQueue: capacity must be at least 1, got 0");
         return capacity;
-    }
-
-    // A deadline `timeout` from now, saturated: none (forever) when it would not fit, now when
-    // it is zero or negative (a huge negative one would underflow the time point).
-    template <class Rep, class Period>
-    static std::optional<std::chrono::steady_clock::time_point> deadline_after(
-        const std::chrono::duration<Rep, Period>& timeout) {
-        using steady = std::chrono::steady_clock;
-        const auto now = steady::now();
-        if (timeout <= std::chrono::duration<Rep, Period>::zero()) return now;
-        const std::chrono::duration<double> room = steady::time_point::max() - now;
-        if (std::chrono::duration<double>(timeout) >= room) return std::nullopt;
-        return now + std::chrono::ceil<steady::duration>(timeout);
     }
 
     bool push_impl(T&& value, bool block) {

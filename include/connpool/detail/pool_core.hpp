@@ -17,14 +17,9 @@
 // which errs towards validating and retiring early; a lease that outlives max_lifetime is flagged
 // `expired` by maintenance, so its release takes the slow path and retires it.
 //
-// `attention_` counts the reasons releases must not park: threads asleep waiting, a pause, a
-// shrink or retire_all in progress. A release reads it (seq_cst) before its park CAS. Whoever
-// raises it then sweeps every slot (seq_cst): a parked one is taken, an owned one is flagged
-// (`wanted` or a stronger flag), so the owner's park CAS, which expects the bare state, fails.
-// Either the release read the raised count (and queues instead of parking), or its CAS came
-// first (and the sweep finds the slot parked), or the flag came first (and the CAS fails): no
-// connection stays parked unseen. make_idle() clears a stale `wanted` before it re-reads the
-// count, so a flag left by an earlier sweep cannot hide a later one.
+// `attention_` counts the reasons releases must not park (threads asleep waiting, a pause, a
+// shrink or retire_all in progress): the idle hand-off (detail/pool_handoff.hpp, a base of this
+// class) explains how a release and a sweep agree that no connection stays parked unseen.
 //
 // Slow path: a thread whose cached slot is gone takes the newest idle connection from the idle
 // queue (a BoundedBlockingQueue in LIFO order, so the least recently used ones age out), then
@@ -38,17 +33,12 @@
 // ahead of it. A stop request wakes it through the queue's stop_callback; it then unregisters
 // and leaves nothing behind: capacity is never handed to a particular waiter, only connections.
 //
-// Creation (the reason no acquire can outlive its deadline): acquirers never call create().
-// A waiter that registers asks for one creation unless those pending and in flight already
-// match the waiters (`pending_`); one that leaves drops a request nobody waits for; a slot
-// freed while waiters outnumber requests asks again. Creator threads (at most
-// max_concurrent_creates, started when first needed) take requests while there is room under
-// max_size, and push each new connection into the idle queue, so it goes to the oldest
-// waiter, or stays idle if that waiter gave up meanwhile (as HikariCP's connection adder does). Capacity, demand and back-off are
-// counted under `control_`, the one mutex of the slow path: a slot freed while a waiter prepares
-// to sleep is seen by one of them, because both take control_. A failing create() backs off
-// exponentially; the creators sleep until it ends. min_idle top-ups are created by maintenance
-// within the same limits.
+// Creation (detail/pool_creation.hpp, a base of this class) is why no acquire can outlive its
+// deadline: acquirers never call create(); they request creations, which creator threads carry
+// out and push into the idle queue, so each new connection goes to the oldest waiter, or stays
+// idle if that waiter gave up meanwhile (as HikariCP's connection adder does). Capacity, demand
+// and back-off are counted under `control_`, the one mutex of the slow path. Maintenance
+// (detail/pool_maintenance.hpp, another base) retires, flags and tops up on its own thread.
 //
 // Lifetime: the pool object owns a reference to the core; so does every non-vacant slot.
 // Closing destroys idle connections at once and flags owned slots `closing`, so outstanding
@@ -82,6 +72,9 @@
 #include "clock.hpp"
 #include "diagnostics.hpp"
 #include "durations.hpp"
+#include "pool_creation.hpp"
+#include "pool_handoff.hpp"
+#include "pool_maintenance.hpp"
 #include "pool_params.hpp"
 #include "slot.hpp"
 #include "slot_table.hpp"
@@ -93,9 +86,16 @@ namespace connpool::detail {
 
 /// The shared state behind a Pool; outlives the Pool while leases are out. Not for users.
 template <class Conn, class Factory, class Clock>
-class PoolCore final : public LeaseOwner<Conn> {
+class PoolCore final : public LeaseOwner<Conn>,
+                       public PoolHandoff<PoolCore<Conn, Factory, Clock>, Conn>,
+                       public PoolCreation<PoolCore<Conn, Factory, Clock>, Conn>,
+                       public PoolMaintenance<PoolCore<Conn, Factory, Clock>, Conn> {
     using Slot = detail::Slot<Conn>;
     using steady = std::chrono::steady_clock;
+    using clock_type = Clock;
+    friend class PoolHandoff<PoolCore, Conn>;
+    friend class PoolCreation<PoolCore, Conn>;
+    friend class PoolMaintenance<PoolCore, Conn>;
 
 public:
     PoolCore(Factory factory, PoolOptions options)
@@ -104,10 +104,8 @@ public:
           factory_(std::move(factory)),
           idle_(params_.max_size),
           max_size_(params_.max_size) {
-        creators_.reserve(params_.max_concurrent_creates); // never reallocated while joined
-        if (params_.needs_maintenance && params_.maintenance_interval > 0) {
-            maintenance_ = std::thread([this] { maintenance_loop(); });
-        }
+        this->reserve_creators(params_.max_concurrent_creates);
+        this->start_maintenance();
     }
 
     PoolCore(const PoolCore&) = delete;
@@ -119,7 +117,7 @@ public:
                         const source_location& loc) {
         // No closed_ check here: close() destroys every parked connection, so after it the
         // cached slot cannot be taken and the slow path throws PoolClosed.
-        if (Slot* s = take_cached()) {
+        if (Slot* s = this->take_cached()) {
             if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::cache)) return Lease<Conn>(s);
         }
         return acquire_slow(timeout, stop, loc);
@@ -128,7 +126,7 @@ public:
     std::optional<Lease<Conn>> try_acquire(const source_location& loc) {
         if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
         if (paused_.load(std::memory_order_acquire)) return std::nullopt;
-        if (Slot* s = take_cached()) {
+        if (Slot* s = this->take_cached()) {
             if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::cache)) return Lease<Conn>(s);
         }
         // Each round takes one idle connection (handed out or, if retired, destroyed), so this
@@ -139,7 +137,7 @@ public:
                 s = *popped;
                 own(*s);
             } else {
-                s = steal_parked(false);
+                s = this->steal_parked(false);
             }
             if (s == nullptr) return std::nullopt;
             if (hand_out(*s, loc, std::chrono::nanoseconds{0}, Via::untimed)) return Lease<Conn>(s);
@@ -176,11 +174,11 @@ public:
             site = site_of(s);
             refs_.fetch_add(1, std::memory_order_relaxed);
         }
-        remember(s);
+        this->remember(s);
         // No clock read here: it would cost a third of the whole cycle (see the design note).
         // After a successful park the slot may be taken, closed and the core deleted by others:
         // touch nothing of ours after it (but for the reference taken above).
-        if (attention_.load(std::memory_order_seq_cst) != 0 || !s.park()) make_idle(s);
+        if (attention_.load(std::memory_order_seq_cst) != 0 || !s.park()) this->make_idle(s);
         if (report) {
             emit(PoolEventKind::released, index, held, site);
             drop_ref();
@@ -199,9 +197,9 @@ public:
             old = max_size_.load(std::memory_order_relaxed);
             if (n > idle_.capacity()) idle_.set_capacity(n); // it must hold every connection
             max_size_.store(n, std::memory_order_seq_cst);
-            want_creation_locked();
+            this->want_creation_locked();
         }
-        if (n < old) shed_surplus();
+        if (n < old) this->shed_surplus();
         if (options_.on_event && n != old) {
             const std::string what = "from " + std::to_string(old) + " to " + std::to_string(n);
             emit(PoolEventKind::resized, 0, std::chrono::nanoseconds{0}, {}, what);
@@ -215,7 +213,7 @@ public:
             paused_.store(true, std::memory_order_seq_cst);
             attention_.fetch_add(1, std::memory_order_seq_cst);
         }
-        sweep(wanted, [this](Slot& s) { to_queue(s); });
+        this->sweep(wanted, [this](Slot& s) { this->to_queue(s); });
         emit(PoolEventKind::paused, 0, std::chrono::nanoseconds{0});
     }
 
@@ -226,7 +224,7 @@ public:
             paused_.store(false, std::memory_order_seq_cst);
             attention_.fetch_sub(1, std::memory_order_seq_cst);
             resume_cv_.notify_all();
-            want_creation_locked();
+            this->want_creation_locked();
         }
         emit(PoolEventKind::resumed, 0, std::chrono::nanoseconds{0});
     }
@@ -238,7 +236,7 @@ public:
         attention_.fetch_add(1, std::memory_order_seq_cst);
         // Owned and queued slots are flagged: their next hand-out, release or publication
         // destroys them. Parked ones, and whatever the queue holds now, go at once.
-        sweep(replaced, [this](Slot& s) { destroy_owned(s, retired_why); });
+        this->sweep(replaced, [this](Slot& s) { destroy_owned(s, retired_why); });
         for (Slot* s : idle_.extract_if([](Slot* const&) { return true; })) {
             s->become(busy);
             destroy_owned(*s, retired_why);
@@ -253,17 +251,12 @@ public:
         if (!closed_.exchange(true, std::memory_order_seq_cst)) {
             {
                 std::lock_guard lock(control_);
-                stopping_ = true;
-                creator_cv_.notify_all();
+                this->stop_creation_locked();
                 resume_cv_.notify_all();
             }
-            {
-                std::lock_guard lock(maintenance_mutex_);
-                stop_maintenance_ = true;
-            }
-            maintenance_cv_.notify_all();
+            this->stop_maintenance();
             idle_.close();
-            sweep(closing, [this](Slot& s) { destroy_owned(s, "pool closed"); });
+            this->sweep(closing, [this](Slot& s) { destroy_owned(s, "pool closed"); });
             while (auto popped = idle_.try_pop()) {
                 Slot& s = **popped;
                 s.become(busy);
@@ -279,80 +272,6 @@ public:
     void release_pool_reference() noexcept {
         join_threads(); // joins too if close() ran on one of the pool's own threads
         drop_ref();
-    }
-
-    // ---- maintenance ---------------------------------------------------------------------
-
-    std::size_t maintain() {
-        if (closed_.load(std::memory_order_acquire)) return 0;
-        const std::int64_t now = now_ns<Clock>();
-        std::size_t retired = 0;
-        const std::int64_t idle_limit = params_.idle_timeout;
-        // Idle ones beyond min_idle may time out; leased ones never count towards min_idle.
-        std::int64_t may_retire_idle =
-            static_cast<std::int64_t>(idle_count()) - static_cast<std::int64_t>(params_.min_idle);
-
-        auto verdict = [&](const Slot& s, std::uint32_t word) -> const char* {
-            if (const char* why = refusal(word)) return why;
-            const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
-            if (expires != 0 && now >= expires) return "max_lifetime reached";
-            if (idle_limit > 0 && may_retire_idle > 0 && now - idle_since(s) >= idle_limit) {
-                --may_retire_idle;
-                return "idle_timeout reached";
-            }
-            return nullptr;
-        };
-
-        // Idle connections in the queue (oldest first, so the least recently used go first).
-        std::vector<std::pair<Slot*, const char*>> doomed;
-        // The reasons are collected beside: extract_if's result holds the same slots.
-        (void)idle_.extract_if([&](Slot* const& s) {
-            const std::uint32_t word = s->state.load(std::memory_order_acquire);
-            if ((word & state_mask) != queued) return false;
-            if (const char* why = verdict(*s, word)) {
-                doomed.emplace_back(s, why);
-                return true;
-            }
-            return false;
-        });
-        for (auto& [s, why] : doomed) {
-            s->become(busy);
-            destroy_owned(*s, why);
-            ++retired;
-        }
-        // Idle connections parked in some thread's cache.
-        const std::size_t n = slots_.size();
-        for (std::size_t i = 0; i < n; ++i) {
-            Slot& s = slots_[i];
-            if (!s.take_parked_for_pool()) continue;
-            if (const char* why = verdict(s, 0)) {
-                destroy_owned(s, why);
-                ++retired;
-            } else {
-                make_idle(s);
-            }
-        }
-        // Leases: note that they are still running (for idle_since()), flag the ones past
-        // max_lifetime so their release retires them, report the ones held too long. Slots
-        // being validated are busy, not in_use: their previous lease is over and the next one
-        // has not started, so they are neither leaks nor holders.
-        for (std::size_t i = 0; i < n; ++i) {
-            Slot& s = slots_[i];
-            if (s.bare() != in_use) continue;
-            s.seen_in_use_version.store(s.acquires.load(std::memory_order_relaxed), std::memory_order_relaxed);
-            s.seen_in_use_at.store(now, std::memory_order_relaxed);
-            const std::int64_t expires = s.expires_at.load(std::memory_order_relaxed);
-            if (expires != 0 && now >= expires) s.flag_if(expired, states({in_use}));
-            const std::int64_t held = now - s.acquired_at.load(std::memory_order_relaxed);
-            const std::uint64_t lease = s.acquires.load(std::memory_order_relaxed);
-            if (params_.leak_threshold > 0 && held >= params_.leak_threshold &&
-                s.leak_reported.exchange(lease, std::memory_order_relaxed) != lease) {
-                leaks_.fetch_add(1, std::memory_order_relaxed);
-                emit(PoolEventKind::leak, s.index, std::chrono::nanoseconds{held}, site_of(s));
-            }
-        }
-        top_up();
-        return retired;
     }
 
     // ---- stats ---------------------------------------------------------------------------
@@ -373,11 +292,13 @@ public:
         // marked queued but not yet pushed (or popped and not yet owned) is in neither, so a
         // pool at rest (creating 0, open == idle + in_use) has every idle one takeable.
         st.idle += idle_.size();
-        st.open = open_.load(std::memory_order_acquire);
         st.waiting = waiting_gauge_.load(std::memory_order_acquire);
         {
+            // open and creating as one pair: a creation moves from one to the other under
+            // control_, so no snapshot shows it in neither (a false "at rest").
             std::lock_guard lock(control_);
-            st.creating = creating_;
+            st.open = open_.load(std::memory_order_acquire);
+            st.creating = this->creating_locked();
         }
         st.paused = paused_.load(std::memory_order_acquire);
         st.created = created_.load(std::memory_order_relaxed);
@@ -413,7 +334,6 @@ private:
     static constexpr std::int64_t alive_bypass_ns = 500'000'000;
     static constexpr int spin_rounds = 64;
     static constexpr auto spin_limit = std::chrono::microseconds(200);
-    static constexpr std::uint32_t owned_or_queued = states({reserved, queued, in_use, busy});
 
     ~PoolCore() = default; // only drop_ref() deletes
 
@@ -447,28 +367,6 @@ private:
         return nullptr;
     }
 
-    // ---- the thread cache ----------------------------------------------------------------
-
-    // The slot this thread gave back last, if it is still parked: ours now.
-    Slot* take_cached() noexcept {
-        const CacheEntry& e = seat_.entry();
-        if (e.pool != seat_.id()) return nullptr;
-        Slot* s = static_cast<Slot*>(e.slot);
-        return s->take_parked() ? s : nullptr;
-    }
-
-    // Makes `s` this thread's cached slot. A different slot still parked under the old entry
-    // goes to the queue, so every idle connection is in the queue or in exactly one cache.
-    void remember(Slot& s) noexcept {
-        CacheEntry& e = seat_.entry();
-        if (e.pool == seat_.id() && e.slot != &s) {
-            Slot& old = *static_cast<Slot*>(e.slot);
-            if (old.take_parked_for_pool()) to_queue(old);
-        }
-        e.pool = seat_.id();
-        e.slot = &s;
-    }
-
     // ---- the slow path -------------------------------------------------------------------
 
     // Counts a thread as waiting for as long as it lives (see the design note).
@@ -479,9 +377,7 @@ private:
             core.attention_.fetch_add(1, std::memory_order_seq_cst);
             ++core.waiters_;
             core.waiting_gauge_.store(core.waiters_, std::memory_order_relaxed);
-            // One creation requested per waiter that none in flight or pending will serve.
-            if (core.waiters_ > core.pending_ + core.creating_) ++core.pending_;
-            core.want_creation_locked();
+            core.request_for_waiters_locked(core.waiters_);
         }
         Waiting(const Waiting&) = delete;
         Waiting& operator=(const Waiting&) = delete;
@@ -489,9 +385,7 @@ private:
             std::lock_guard lock(core.control_);
             --core.waiters_;
             core.waiting_gauge_.store(core.waiters_, std::memory_order_relaxed);
-            // A request nobody waits for any more is dropped (one in flight completes and its
-            // connection goes idle).
-            if (core.pending_ > 0 && core.pending_ + core.creating_ > core.waiters_) --core.pending_;
+            core.drop_request_locked(core.waiters_);
             core.attention_.fetch_sub(1, std::memory_order_seq_cst);
         }
     };
@@ -513,7 +407,7 @@ private:
         // thread plus a context switch: a lock convoy, from which a busy pool never recovers.
         if (!paused_.load(std::memory_order_acquire)) {
             for (int round = 0; round < spin_rounds; ++round) {
-                if (Slot* s = grab()) {
+                if (Slot* s = this->grab()) {
                     if (claim(*s, start, loc)) return Lease<Conn>(s);
                     continue;
                 }
@@ -544,7 +438,7 @@ private:
             Slot* s = nullptr;
             if (auto popped = idle_.try_pop()) {
                 s = *popped;
-            } else if ((s = steal_parked(true)) == nullptr) {
+            } else if ((s = this->steal_parked(true)) == nullptr) {
                 auto got = stop != nullptr ? idle_.pop_until(deadline, *stop) : idle_.pop_until(deadline);
                 if (!got) continue; // closed, stopped or timed out: check() and the deadline say which
                 s = *got;
@@ -552,7 +446,7 @@ private:
             if (paused_.load(std::memory_order_seq_cst) && s->bare() == queued) {
                 // Paused after this thread looked: the connection waits in the queue, and this
                 // thread at the gate. Each push-back moves one sleeper to the gate, so it ends.
-                requeue(*s);
+                this->requeue(*s);
                 continue;
             }
             if (claim(*s, start, loc)) return Lease<Conn>(s);
@@ -568,14 +462,6 @@ private:
             resume_cv_.wait_until(lock, *stop, deadline, resumed);
         } else {
             resume_cv_.wait_until(lock, deadline, resumed);
-        }
-    }
-
-    // A queued slot this thread popped but must not use now goes back (it is still queued).
-    void requeue(Slot& s) noexcept {
-        if (!idle_.try_push(&s)) {
-            s.become(busy);
-            destroy_owned(s, "pool closed");
         }
     }
 
@@ -603,31 +489,6 @@ private:
 #endif
     }
 
-    // An idle connection without waiting: the newest queued one, or a parked one.
-    Slot* grab() {
-        if (auto popped = idle_.try_pop()) return *popped;
-        return steal_parked(false);
-    }
-
-    // Claims a parked slot anywhere. With `mark`, also flags every owned slot `wanted` so that
-    // its release cannot park it unseen while this thread sleeps (see the design note). Visits
-    // the slots ever used, not max_size of them.
-    Slot* steal_parked(bool mark) noexcept {
-        const std::size_t n = slots_.size();
-        if (n == 0) return nullptr;
-        const std::size_t start = thread_cache.rotor++ % n;
-        for (std::size_t k = 0; k < n; ++k) {
-            Slot& s = slots_[(start + k) % n];
-            if (!mark) {
-                if (s.bare(std::memory_order_relaxed) == parked && s.take_parked()) return &s;
-                continue;
-            }
-            const std::uint32_t seen = s.flag_if(wanted, states({reserved, in_use, busy}));
-            if ((seen & state_mask) == parked && s.take_parked()) return &s;
-        }
-        return nullptr;
-    }
-
     // Checks and stamps a slot this thread owns as in_use. False = it was retired; try again.
     bool hand_out(Slot& s, const source_location& loc, std::chrono::nanoseconds waited, Via via) {
         const std::int64_t now = now_ns<Clock>();
@@ -643,7 +504,7 @@ private:
             return false;
         }
         if constexpr (has_validate<Factory, Conn>) {
-            const std::int64_t idle = now - idle_since(s);
+            const std::int64_t idle = now - this->idle_since(s);
             if (idle >= params_.validate_after_idle && (s.handed_out || idle >= alive_bypass_ns)) {
                 // Busy while validating: the previous lease is over and this one has not begun,
                 // so maintenance reports neither as a leak or a holder.
@@ -674,110 +535,6 @@ private:
 
     // ---- giving connections back ---------------------------------------------------------
 
-    // Publishes an owned slot with a live connection as idle: to the queue when anything needs
-    // attention (waiters, a pause), else parked. Destroys it if it must not be kept.
-    void make_idle(Slot& s) noexcept {
-        for (;;) {
-            const std::uint32_t cur = s.state.load(std::memory_order_seq_cst);
-            if (const char* why = refusal(cur)) {
-                destroy_owned(s, why);
-                return;
-            }
-            if (take_surplus(s)) {
-                destroy_owned(s, shrunk_why);
-                return;
-            }
-            if ((cur & wanted) != 0) {
-                // Clear the old request before reading attention_: a sweep that starts after
-                // the read must be able to flag this slot again (see the design note).
-                std::uint32_t expected = cur;
-                s.state.compare_exchange_strong(expected, cur & ~wanted, std::memory_order_seq_cst);
-                continue;
-            }
-            if (attention_.load(std::memory_order_seq_cst) != 0) {
-                to_queue(s);
-                return;
-            }
-            std::uint32_t expected = cur;
-            if (s.state.compare_exchange_strong(expected, parked, std::memory_order_seq_cst)) return;
-        }
-    }
-
-    // Moves an owned slot with a live connection into the idle queue (which hands it to the
-    // oldest waiter), unless a flag says it must go.
-    void to_queue(Slot& s) noexcept {
-        std::uint32_t seen = 0;
-        if (!s.publish(queued, closing | replaced | expired, seen)) {
-            destroy_owned(s, refusal(seen));
-            return;
-        }
-        if (!idle_.try_push(&s)) { // closed meanwhile (it never fills): it is still ours
-            s.become(busy);
-            destroy_owned(s, "pool closed");
-        }
-    }
-
-    // Whether `s` (owned, live) is one more connection than max_size allows; if so it is
-    // counted as doomed and its owner destroys it.
-    bool take_surplus(Slot& s) noexcept {
-        if (occupied_.load(std::memory_order_seq_cst) <= max_size_.load(std::memory_order_seq_cst)) return false;
-        std::lock_guard lock(control_);
-        if (s.doomed) return true;
-        if (occupied_.load(std::memory_order_relaxed) - doomed_ <= max_size_.load(std::memory_order_relaxed)) {
-            return false;
-        }
-        ++doomed_;
-        s.doomed = true;
-        return true;
-    }
-
-    // After a shrink: surplus parked and queued connections go now, leased ones are flagged so
-    // that their release checks (make_idle's take_surplus).
-    void shed_surplus() {
-        attention_.fetch_add(1, std::memory_order_seq_cst);
-        const auto shed = [this](Slot& s) {
-            if (take_surplus(s)) {
-                destroy_owned(s, shrunk_why);
-            } else {
-                to_queue(s);
-            }
-        };
-        sweep(wanted, shed);
-        std::size_t excess = 0;
-        {
-            std::lock_guard lock(control_);
-            const std::size_t live = occupied_.load(std::memory_order_relaxed) - doomed_;
-            const std::size_t max = max_size_.load(std::memory_order_relaxed);
-            excess = live > max ? live - max : 0;
-        }
-        if (excess > 0) {
-            std::size_t picked = 0; // the oldest idle ones
-            for (Slot* s : idle_.extract_if([&](Slot* const&) { return picked < excess && ++picked > 0; })) {
-                s->become(busy);
-                shed(*s);
-            }
-        }
-        attention_.fetch_sub(1, std::memory_order_seq_cst);
-    }
-
-    // With attention_ raised by the caller: every parked slot is taken (as busy) and given to
-    // `on_parked`, every owned or queued one gets `flag`.
-    template <class OnParked>
-    void sweep(std::uint32_t flag, OnParked&& on_parked) {
-        const std::size_t n = slots_.size();
-        for (std::size_t i = 0; i < n; ++i) {
-            Slot& s = slots_[i];
-            for (;;) {
-                if (s.take_parked_for_pool()) {
-                    on_parked(s);
-                    break;
-                }
-                // Parked again since the take failed (taken and given back): go round.
-                if ((s.flag_if(flag, owned_or_queued) & state_mask) != parked) break;
-            }
-        }
-    }
-
     // Destroys the connection of an owned slot, then frees the slot.
     void destroy_owned(Slot& s, std::string_view why) noexcept {
         if constexpr (has_destroy<Factory, Conn>) {
@@ -806,70 +563,20 @@ private:
             occupied_.store(occupied_.load(std::memory_order_relaxed) - 1, std::memory_order_seq_cst);
             // The capacity may serve a waiter nothing else will (a failed or refused creation,
             // a discard while the pool was full).
-            if (waiters_ > pending_ + creating_) ++pending_;
-            want_creation_locked();
+            this->request_for_waiters_locked(waiters_);
         }
         drop_ref(); // last: may delete this
     }
 
-    // ---- creation ------------------------------------------------------------------------
+    // ---- capacity (for PoolCreation) -----------------------------------------------------
 
-    // Whether a requested creation may start now. Requires control_.
-    bool demand_locked() const noexcept {
-        return !stopping_ && !paused_.load(std::memory_order_relaxed) && pending_ > 0 &&
-               creating_ < params_.max_concurrent_creates &&
-               occupied_.load(std::memory_order_relaxed) < max_size_.load(std::memory_order_relaxed);
+    // Whether max_size leaves room for one more connection. Requires control_.
+    [[nodiscard]] bool has_room_locked() const noexcept {
+        return occupied_.load(std::memory_order_relaxed) < max_size_.load(std::memory_order_relaxed);
     }
 
-    // Wakes (or starts) a creator when there is demand. Requires control_.
-    void want_creation_locked() noexcept {
-        if (!demand_locked()) return;
-        if (idle_creators_ > 0) {
-            creator_cv_.notify_one();
-            return;
-        }
-        if (creators_.size() < params_.max_concurrent_creates) {
-            try {
-                creators_.emplace_back([this] { creator_loop(); });
-            } catch (...) {
-                // No thread now: the next change of demand or capacity tries again.
-            }
-        }
-    }
-
-    void creator_loop() noexcept {
-        std::unique_lock lock(control_);
-        while (!stopping_) {
-            if (demand_locked()) {
-                const auto until = steady::time_point(steady::duration(backoff_until_));
-                if (steady::now() < until) { // a failing create(): wait until the back-off ends
-                    ++idle_creators_;
-                    creator_cv_.wait_until(lock, until);
-                    --idle_creators_;
-                    continue;
-                }
-                Slot* s = nullptr;
-                try {
-                    s = &reserve_locked();
-                } catch (...) { // out of memory for a new segment of slots
-                    break;
-                }
-                --pending_;
-                want_creation_locked(); // more requests: another creator
-                lock.unlock();
-                if (create_into(*s)) publish_new(*s);
-                lock.lock();
-                continue;
-            }
-            ++idle_creators_;
-            creator_cv_.wait(lock);
-            --idle_creators_;
-        }
-    }
-
-    // Claims a vacant slot (or a new one) for a creation by this thread. Requires control_;
-    // the caller then calls create_into().
-    Slot& reserve_locked() {
+    // Claims a vacant slot (or a new one) as reserved for a creation. Requires control_.
+    Slot& claim_vacant_locked() {
         Slot* s = vacant_;
         if (s != nullptr) {
             vacant_ = s->next_vacant;
@@ -879,121 +586,8 @@ private:
         }
         s->state.store(reserved, std::memory_order_seq_cst);
         occupied_.store(occupied_.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
-        ++creating_;
         refs_.fetch_add(1, std::memory_order_relaxed);
         return *s;
-    }
-
-    // Creates a connection into a reserved slot (counted in creating_). On failure the slot is
-    // freed and the pool backs off; returns false.
-    bool create_into(Slot& s) noexcept {
-        const auto t0 = steady::now();
-        std::string error;
-        // Nothing may escape from here: the slot is reserved and counted in creating_.
-        auto describe = [&error](const char* what) noexcept {
-            try {
-                error = (what != nullptr && *what != '\0') ? what : "create() threw an exception with an empty message";
-            } catch (...) {
-                // Out of memory for the message: the slot and the counts matter more.
-            }
-        };
-        try {
-            s.conn.emplace(factory_.create());
-        } catch (const std::exception& e) {
-            describe(e.what());
-        } catch (...) {
-            describe("create() threw a non-standard exception");
-        }
-        const auto took = steady::now() - t0;
-        if (!s.conn.has_value()) {
-            create_failures_.fetch_add(1, std::memory_order_relaxed);
-            {
-                std::lock_guard lock(control_);
-                --creating_; // free_slot() below asks again, after the back-off, for a waiter
-                backoff_ = next_backoff(backoff_, params_.create_retry_initial, params_.create_retry_max);
-                backoff_until_ = add_saturated(steady::now().time_since_epoch().count(), backoff_);
-                try {
-                    last_create_error_ = error;
-                } catch (...) {
-                    // Out of memory for the message: the counts and the slot matter more.
-                }
-            }
-            emit(PoolEventKind::create_failed, s.index, std::chrono::nanoseconds{0}, {}, error);
-            free_slot(s);
-            return false;
-        }
-        const std::int64_t now = now_ns<Clock>();
-        s.handed_out = false;
-        s.acquired_at.store(now, std::memory_order_relaxed);
-        s.expires_at.store(expiry(now), std::memory_order_relaxed);
-        open_.fetch_add(1, std::memory_order_acq_rel);
-        created_.fetch_add(1, std::memory_order_relaxed);
-        {
-            std::lock_guard lock(control_);
-            --creating_;
-            if (backoff_ != 0) {
-                last_create_error_.clear();
-                backoff_ = 0;
-                backoff_until_ = 0;
-            }
-        }
-        emit(PoolEventKind::created, s.index, std::chrono::duration_cast<std::chrono::nanoseconds>(took));
-        return true;
-    }
-
-    // A new connection goes to the queue: to the oldest waiter, else idle. If it is refused
-    // (retire_all or close during the create, or surplus), free_slot() asks again for the
-    // waiter it was made for.
-    void publish_new(Slot& s) noexcept {
-        if (take_surplus(s)) {
-            destroy_owned(s, shrunk_why);
-        } else {
-            to_queue(s);
-        }
-    }
-
-    // Creates connections (on this thread) until min_idle are idle, within the creation limits.
-    void top_up() {
-        while (!closed_.load(std::memory_order_acquire) && !paused_.load(std::memory_order_acquire) &&
-               idle_count() < params_.min_idle) {
-            Slot* s = nullptr;
-            {
-                std::lock_guard lock(control_);
-                if (stopping_ || creating_ >= params_.max_concurrent_creates ||
-                    occupied_.load(std::memory_order_relaxed) >= max_size_.load(std::memory_order_relaxed) ||
-                    steady::now().time_since_epoch().count() < backoff_until_) {
-                    return;
-                }
-                s = &reserve_locked();
-            }
-            if (!create_into(*s)) return;
-            publish_new(*s);
-        }
-    }
-
-    // When a connection created at `now` retires: 0 = never (no lifetime, or one too long).
-    std::int64_t expiry(std::int64_t now) {
-        const std::int64_t lifetime = params_.max_lifetime;
-        if (lifetime <= 0 || lifetime >= to_ns(forever)) return 0;
-        std::int64_t jitter = 0;
-        if (lifetime >= 10'000'000'000) { // HikariCP's rule: no jitter under 10 s
-            std::lock_guard lock(control_);
-            jitter = std::uniform_int_distribution<std::int64_t>(0, lifetime / 40)(rng_);
-        }
-        const std::int64_t at = add_saturated(now, lifetime - jitter);
-        return at == never_ns ? 0 : at;
-    }
-
-    // When an idle slot's connection was last in use, without a clock read at release: its
-    // last hand-out, or later the last maintenance pass that saw that same lease still running.
-    // Never later than the true release, so idle ages err long by at most the hold time (or one
-    // maintenance interval): idle connections are validated or retired early, never late.
-    static std::int64_t idle_since(const Slot& s) noexcept {
-        std::int64_t since = s.acquired_at.load(std::memory_order_relaxed);
-        if (s.seen_in_use_version.load(std::memory_order_relaxed) == s.acquires.load(std::memory_order_relaxed)) {
-            since = std::max(since, s.seen_in_use_at.load(std::memory_order_relaxed));
-        }
-        return since;
     }
 
     // Idle connections, counted as stats() counts them.
@@ -1014,7 +608,7 @@ private:
         std::string last_error;
         {
             std::lock_guard lock(control_);
-            last_error = last_create_error_;
+            last_error = this->last_create_error_locked();
         }
         TimeoutReport report(waited_ns, state, last_error);
         const std::int64_t now = now_ns<Clock>();
@@ -1035,43 +629,26 @@ private:
 
     // ---- threads -------------------------------------------------------------------------
 
-    void maintenance_loop() {
-        std::unique_lock lock(maintenance_mutex_);
-        while (!stop_maintenance_) {
-            if (params_.maintenance_interval >= to_ns(forever)) {
-                maintenance_cv_.wait(lock); // an interval too long to mean anything: never
-            } else {
-                maintenance_cv_.wait_for(lock, std::chrono::nanoseconds(params_.maintenance_interval));
-            }
-            if (stop_maintenance_) break;
-            lock.unlock();
-            try {
-                maintain();
-            } catch (...) {
-                // Maintenance is best effort; the next pass tries again.
-            }
-            lock.lock();
-        }
-    }
-
     // Joins the maintenance and creator threads once they have been told to stop. Any number
     // of threads may call it at once; on one of the pool's own threads (an event hook that
     // closes the pool) it joins nothing: the thread that destroys the Pool joins them.
     void join_threads() noexcept {
         const auto self = std::this_thread::get_id();
         std::size_t creators = 0;
+        std::vector<std::thread>* list = nullptr;
         {
             std::lock_guard lock(control_);
-            creators = creators_.size(); // fixed once stopping_ is set
-            if (maintenance_.get_id() == self) return;
+            list = &this->creators_locked();
+            creators = list->size(); // fixed once close() stopped creation
+            if (this->is_maintenance_thread(self)) return;
             for (std::size_t i = 0; i < creators; ++i) {
-                if (creators_[i].get_id() == self) return;
+                if ((*list)[i].get_id() == self) return;
             }
         }
         std::lock_guard join(join_mutex_);
-        if (maintenance_.joinable()) maintenance_.join();
+        this->join_maintenance();
         for (std::size_t i = 0; i < creators; ++i) {
-            if (creators_[i].joinable()) creators_[i].join();
+            if ((*list)[i].joinable()) (*list)[i].join();
         }
     }
 
@@ -1105,27 +682,13 @@ private:
     std::atomic<std::uint64_t> retirements_{0};
     WaitHistogram waits_;
 
-    // The slow path's state: capacity, demand, creators, back-off.
+    // The slow path's state: capacity and waiters (and PoolCreation's counts).
     mutable std::mutex control_;
-    std::condition_variable creator_cv_;    // creators wait for demand (or the back-off's end)
     std::condition_variable_any resume_cv_; // waiters wait for resume() (with their stop token)
     Slot* vacant_ = nullptr;                // free list of vacant slots
     std::size_t doomed_ = 0;                // surplus slots whose owners are destroying them
     std::size_t waiters_ = 0;               // threads registered as waiting
-    std::size_t pending_ = 0;               // creations requested for waiters, not yet started
-    std::size_t creating_ = 0;              // create() calls in flight
-    std::size_t idle_creators_ = 0;         // creator threads asleep
-    bool stopping_ = false;                 // close() ran: creators exit
-    std::vector<std::thread> creators_;
-    std::int64_t backoff_ = 0;              // ns; 0 = creation is not failing
-    std::int64_t backoff_until_ = 0;        // steady_clock ticks
-    std::string last_create_error_;
-    std::mt19937_64 rng_{std::random_device{}()};
 
-    std::mutex maintenance_mutex_;
-    std::condition_variable maintenance_cv_;
-    bool stop_maintenance_ = false; // guarded by maintenance_mutex_
-    std::thread maintenance_;
     std::mutex join_mutex_; // two close() calls must not join the same thread at once
 };
 
