@@ -10,7 +10,13 @@
 //                        8 connections, so the workers wait in acquire() and the runner's job
 //                        list and queue grow to kJobs; this isolates how submit() scales with
 //                        the jobs already submitted (the halves are what to compare), then the
-//                        connections go back and the jobs run (untimed)
+//                        connections go back and the jobs run (untimed). Its halves have
+//                        measured 1.0-1.65x apart on the shared test machine, before and after
+//                        submit() stopped scanning the job list alike: the job list walks are
+//                        counted instead by tests/jobs_linear_test.cpp. Part of the gap is the
+//                        allocator: in a quiet run, GLIBC_TUNABLES=
+//                        glibc.malloc.trim_threshold=4000000000:glibc.malloc.top_pad=200000000
+//                        (the last iteration's memory kept) took it from 1.65 to 1.02.
 // Each iteration builds a pool and a runner, submits kJobs jobs from this thread, then
 // wait_all(). Counters (per iteration, averaged over iterations):
 //   ns_per_job          (first submit .. wait_all() returned) / kJobs   — target <= 5000 ns

@@ -40,19 +40,26 @@ namespace connpool {
 namespace detail {
 
 /// Erases the oldest elements of `items` (a vector or deque) for which `ended` is true until at
-/// most `keep` such elements remain; the others keep their order. Linear in items.size().
-template <class Container, class Ended>
-void drop_oldest_ended(Container& items, std::size_t keep, Ended ended) {
-    using T = typename Container::value_type;
+/// most `keep` such elements remain; the others keep their order. Each erased element is first
+/// handed to `take` (which may move it away, e.g. to destroy it later). Linear in items.size().
+template <class Container, class Ended, class Take>
+void drop_oldest_ended(Container& items, std::size_t keep, Ended ended, Take take) {
     std::size_t count = 0;
     for (const auto& item : items) count += ended(item) ? 1 : 0;
     if (count <= keep) return;
     std::size_t excess = count - keep;
-    std::erase_if(items, [&](const T& item) {
-        if (excess == 0 || !ended(item)) return false;
-        --excess;
-        return true;
-    });
+    // Compacted by hand rather than with erase_if, whose predicate may not change an element.
+    auto out = items.begin();
+    for (auto it = items.begin(); it != items.end(); ++it) {
+        if (excess > 0 && ended(*it)) {
+            --excess;
+            take(*it);
+            continue;
+        }
+        if (out != it) *out = std::move(*it);
+        ++out;
+    }
+    items.erase(out, items.end());
 }
 
 /// Returns RunnerOptions::progress_interval as the throttle JobControl compares against:
@@ -203,13 +210,14 @@ public:
         enum class Outcome { queued, cancelled, no_worker } outcome = Outcome::queued;
         std::exception_ptr thread_error;
         bool wake = false;
+        std::vector<std::shared_ptr<detail::JobControl>> forgotten; // destroyed after mu_ is released
         {
             // One critical section registers the job, checks stopping_ and starts a worker, so
             // the destructor (which sets stopping_ and takes the worker list under mu_) either
             // finds the worker in the list or this job finds stopping_ set: never a worker it
             // does not join (bug 10: a worker started while the destructor walked the worker list).
             std::lock_guard lock(mu_);
-            forget_ended_jobs();
+            forget_ended_jobs(forgotten);
             // Concurrent submits may get here out of id order; jobs_ stays in submission order.
             // Searched from the back: only submits racing this one can be ahead of it, so this
             // is O(1) however many jobs the runner keeps.
@@ -269,7 +277,8 @@ public:
         out.reserve(jobs.size());
         for (const auto& job : jobs) out.push_back(job->progress());
         // Jobs may have ended since the last submit() trimmed the list: trim the copy too.
-        detail::drop_oldest_ended(out, keep_ended_, [](const Progress& p) { return is_final(p.state); });
+        detail::drop_oldest_ended(out, keep_ended_, [](const Progress& p) { return is_final(p.state); },
+                                  [](const Progress&) {});
         return out;
     }
 
@@ -363,11 +372,14 @@ private:
     // jobs_ has doubled since the last trim: each trim is linear, so submit() is O(1) amortised
     // (a trim on every submit made 40,000 submits quadratic). Between trims jobs_ holds at most
     // about twice what it must; an ended job there keeps only its Progress (JobControl drops
-    // its callback and operation when it ends), and snapshot() trims its copy exactly.
-    void forget_ended_jobs() {
+    // its callback and operation when it ends), and snapshot() trims its copy exactly. The
+    // dropped jobs go to `forgotten`, for the caller to destroy once it has released mu_: a
+    // thousand destructors under mu_ would stall every worker meanwhile.
+    void forget_ended_jobs(std::vector<std::shared_ptr<detail::JobControl>>& forgotten) {
         if (jobs_.size() < trim_at_) return;
         CONNPOOL_JOB_TEST_POINT("submit: job list trimmed", static_cast<std::uint64_t>(jobs_.size()));
-        detail::drop_oldest_ended(jobs_, keep_ended_, [](const auto& job) { return job->ended(); });
+        detail::drop_oldest_ended(jobs_, keep_ended_, [](const auto& job) { return job->ended(); },
+                                  [&](auto& job) { forgotten.push_back(std::move(job)); });
         trim_at_ = std::max(2 * jobs_.size(), keep_ended_ + min_trim);
     }
 
