@@ -78,6 +78,31 @@ protected:
         return eventually([&] { return pool_->stats().waiting == n; });
     }
 
+    enum class Which { older, younger };
+
+    /// Two jobs queued, a worker acquiring for each; cancelling one calls off one acquire (which
+    /// is the runner's choice: they are alike) and leaves the other waiting, for the job left.
+    void cancel_one_of_two_and_serve_the_other(Which cancelled) {
+        start(2);
+        JobHandle older = submit("older");
+        JobHandle younger = submit("younger");
+        ASSERT_TRUE(workers_waiting(2));
+        JobHandle& gone = cancelled == Which::older ? older : younger;
+        JobHandle& left = cancelled == Which::older ? younger : older;
+        gone.cancel();
+        ASSERT_TRUE(events_->wait_for(1));
+        // The call-off happened inside cancel(); nothing else will call off the other acquire,
+        // as the `cancelled` count at the end confirms.
+        EXPECT_TRUE(workers_waiting(1));
+        EXPECT_EQ(left.state(), JobState::queued);
+
+        held_.pop_back(); // one connection back: the acquire still waiting gets it
+        EXPECT_EQ(wait_or_abort(left, "the job still queued"), JobState::succeeded);
+        EXPECT_EQ(gone.state(), JobState::cancelled);
+        EXPECT_EQ(ran_.load(), 1);
+        EXPECT_EQ(pool_->stats().cancelled, 1u);
+    }
+
     FakeFactory factory_;
     std::shared_ptr<CancelledAcquires> events_ = std::make_shared<CancelledAcquires>();
     std::optional<FakePool> pool_;
@@ -113,40 +138,11 @@ TEST_F(JobCancelCallsOffAcquire, cancelling_the_only_queued_job_ends_the_acquire
 }
 
 TEST_F(JobCancelCallsOffAcquire, cancelling_the_younger_of_two_queued_jobs_ends_one_acquire_and_the_other_keeps_waiting) {
-    start(2);
-    JobHandle older = submit("older");
-    JobHandle younger = submit("younger");
-    ASSERT_TRUE(workers_waiting(2));
-    younger.cancel();
-    ASSERT_TRUE(events_->wait_for(1));
-    // The call-off happened inside cancel(); nothing else will call off the other acquire, as
-    // the `cancelled` count at the end confirms.
-    EXPECT_TRUE(workers_waiting(1));
-    EXPECT_EQ(pool_->stats().cancelled, 1u);
-    EXPECT_EQ(older.state(), JobState::queued);
-
-    held_.pop_back(); // one connection back: the acquire still waiting gets it, for the older job
-    EXPECT_EQ(wait_or_abort(older, "the job still queued"), JobState::succeeded);
-    EXPECT_EQ(younger.state(), JobState::cancelled);
-    EXPECT_EQ(ran_.load(), 1);
-    EXPECT_EQ(pool_->stats().cancelled, 1u);
+    cancel_one_of_two_and_serve_the_other(Which::younger);
 }
 
 TEST_F(JobCancelCallsOffAcquire, cancelling_the_older_of_two_queued_jobs_leaves_an_acquire_for_the_younger) {
-    start(2);
-    JobHandle older = submit("older");
-    JobHandle younger = submit("younger");
-    ASSERT_TRUE(workers_waiting(2));
-    older.cancel();
-    ASSERT_TRUE(events_->wait_for(1));
-    EXPECT_TRUE(workers_waiting(1));
-    EXPECT_EQ(younger.state(), JobState::queued);
-
-    held_.pop_back();
-    EXPECT_EQ(wait_or_abort(younger, "the job still queued"), JobState::succeeded);
-    EXPECT_EQ(older.state(), JobState::cancelled);
-    EXPECT_EQ(ran_.load(), 1);
-    EXPECT_EQ(pool_->stats().cancelled, 1u);
+    cancel_one_of_two_and_serve_the_other(Which::older);
 }
 
 TEST_F(JobCancelCallsOffAcquire, cancel_all_ends_every_acquire_for_queued_jobs_at_once) {
