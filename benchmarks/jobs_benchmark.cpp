@@ -10,7 +10,13 @@
 //                        8 connections, so the workers wait in acquire() and the runner's job
 //                        list and queue grow to kJobs; this isolates how submit() scales with
 //                        the jobs already submitted (the halves are what to compare), then the
-//                        connections go back and the jobs run (untimed)
+//                        connections go back and the jobs run (untimed). Its halves have
+//                        measured 1.0-1.65x apart on the shared test machine, before and after
+//                        submit() stopped scanning the job list alike: the job list walks are
+//                        counted instead by tests/jobs_linear_test.cpp. Part of the gap is the
+//                        allocator: in a quiet run, GLIBC_TUNABLES=
+//                        glibc.malloc.trim_threshold=4000000000:glibc.malloc.top_pad=200000000
+//                        (the last iteration's memory kept) took it from 1.65 to 1.02.
 // Each iteration builds a pool and a runner, submits kJobs jobs from this thread, then
 // wait_all(). Counters (per iteration, averaged over iterations):
 //   ns_per_job          (first submit .. wait_all() returned) / kJobs   — target <= 5000 ns
@@ -18,11 +24,21 @@
 //   submit_ns_second    time per submit() over the second half
 //   second_over_first   submit_ns_second / submit_ns_first: ~1 when submit is O(1); it grew
 //                       with the number of jobs already submitted when submit scanned them all
-// The two halves are timed with one clock read each, not per submit.
+//   cpu_ns_per_job      CPU time of the whole process (every thread, user + system, from
+//                       getrusage) per job: what the jobs cost the machine, which the wall
+//                       time hides when threads wait for each other or for a busy core
+//   switches_per_job    context switches of the process (voluntary + involuntary) per job:
+//                       each is a thread put to sleep or woken, the runner's main overhead
+// The two halves are timed with one clock read each, not per submit. Instructions per job,
+// the figure load disturbs least, come from callgrind (one iteration is 100,000 jobs):
+//   valgrind --tool=callgrind build/default/benchmarks/jobs_benchmark
+//       --benchmark_filter='BM_Jobs/callback:0' --benchmark_min_time=0.0001   (one line)
 //
 //   build/default/benchmarks/jobs_benchmark [--benchmark_repetitions=3]
 
 #include <benchmark/benchmark.h>
+
+#include <sys/resource.h> // getrusage: the process's CPU time and context switches
 
 #include <atomic>
 #include <chrono>
@@ -58,9 +74,22 @@ constexpr std::size_t kPoolSize = 8;
 
 double ns(steady::duration d) { return std::chrono::duration<double, std::nano>(d).count(); }
 
+/// The process's CPU time (every thread, user + system) and context switches so far.
+struct ProcessUsage {
+    double cpu_ns = 0;
+    double switches = 0;
+
+    static ProcessUsage now() {
+        rusage u{};
+        ::getrusage(RUSAGE_SELF, &u);
+        const auto tv_ns = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) * 1e9 + static_cast<double>(tv.tv_usec) * 1e3; };
+        return {tv_ns(u.ru_utime) + tv_ns(u.ru_stime), static_cast<double>(u.ru_nvcsw + u.ru_nivcsw)};
+    }
+};
+
 void BM_Jobs(benchmark::State& state) {
     const bool with_callback = state.range(0) != 0;
-    double total_ns = 0, first_ns = 0, second_ns = 0;
+    double total_ns = 0, first_ns = 0, second_ns = 0, cpu_ns = 0, switches = 0;
     std::uint64_t callbacks_seen = 0;
     for (auto _ : state) {
         connpool::PoolOptions options;
@@ -83,6 +112,7 @@ void BM_Jobs(benchmark::State& state) {
                 (void)runner.submit(job);
             }
         };
+        const auto u0 = ProcessUsage::now();
         const auto t0 = steady::now();
         for (std::size_t i = 0; i < kJobs / 2; ++i) submit();
         const auto t1 = steady::now();
@@ -90,6 +120,9 @@ void BM_Jobs(benchmark::State& state) {
         const auto t2 = steady::now();
         runner.wait_all();
         const auto t3 = steady::now();
+        const auto u1 = ProcessUsage::now();
+        cpu_ns += u1.cpu_ns - u0.cpu_ns;
+        switches += u1.switches - u0.switches;
         total_ns += ns(t3 - t0);
         first_ns += ns(t1 - t0);
         second_ns += ns(t2 - t1);
@@ -102,6 +135,8 @@ void BM_Jobs(benchmark::State& state) {
     state.counters["submit_ns_first"] = first_ns / n / half;
     state.counters["submit_ns_second"] = second_ns / n / half;
     state.counters["second_over_first"] = second_ns / first_ns;
+    state.counters["cpu_ns_per_job"] = cpu_ns / n / static_cast<double>(kJobs);
+    state.counters["switches_per_job"] = switches / n / static_cast<double>(kJobs);
     if (with_callback) state.counters["callbacks_per_job"] = static_cast<double>(callbacks_seen) / n / static_cast<double>(kJobs);
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(kJobs));
 }

@@ -48,6 +48,25 @@ TEST_F(JobRetention, a_job_cancelled_while_queued_releases_its_callback_and_oper
     EXPECT_EQ(wait_or_abort(running, "the running job"), JobState::succeeded);
 }
 
+TEST_F(JobRetention, a_job_failed_by_the_pool_releases_its_callback_and_operation_before_wait_returns) {
+    auto token = std::make_shared<int>(0);
+    pool().close(); // the worker's acquire throws PoolClosed: the job fails without running
+    JobHandle h = runner().submit(make_job("refused", [token](FakeConnection&, ProgressReporter&) {}),
+                                  [token](const Progress&) {});
+    EXPECT_EQ(wait_or_abort(h, "the job"), JobState::failed);
+    EXPECT_EQ(token.use_count(), 1) << "a job the pool refused still holds what it captured";
+}
+
+TEST_F(JobRetention, a_job_cancelled_by_the_runners_destructor_releases_its_callback_and_operation) {
+    auto held = pool().acquire(); // the only connection: the job stays queued
+    auto token = std::make_shared<int>(0);
+    JobHandle h = runner().submit(make_job("queued", [token](FakeConnection&, ProgressReporter&) {}),
+                                  [token](const Progress&) {});
+    destroy_runner();
+    EXPECT_EQ(h.state(), JobState::cancelled);
+    EXPECT_EQ(token.use_count(), 1) << "the handle outlives the runner, but not what the job captured";
+}
+
 TEST_F(JobRetention, many_ended_jobs_leave_at_most_keep_ended_in_the_snapshot_and_the_newest_ones) {
     RunnerOptions options = unthrottled();
     options.keep_ended = 10;

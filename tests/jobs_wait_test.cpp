@@ -78,6 +78,37 @@ TEST_F(JobWaitFromInside, wait_all_from_a_jobs_progress_callback_throws_logic_er
     EXPECT_EQ(outcome.load(), Outcome::logic_error);
 }
 
+TEST_F(JobWaitFromInside, wait_all_from_a_jobs_final_callback_throws_logic_error) {
+    std::atomic<Outcome> outcome{Outcome::none};
+    Recorder rec([&](const Progress& p) {
+        if (p.state == JobState::succeeded) outcome = outcome_of([&] { runner().wait_all(); });
+    });
+    JobHandle h = runner().submit(make_job("self", noop()), rec.callback());
+    EXPECT_EQ(wait_or_abort(h, "a job whose final callback calls wait_all"), JobState::succeeded);
+    EXPECT_EQ(outcome.load(), Outcome::logic_error);
+}
+
+TEST_F(JobWaitFromInside, wait_from_a_callback_of_a_job_cancelled_while_queued_throws_logic_error) {
+    // The final callback of a job cancelled in the queue runs on the cancelling thread, inside
+    // cancel(): waiting for the job there could never return either.
+    Gate started, release;
+    JobHandle running = runner().submit(make_job("running", blocking(started, release)));
+    JobHandle second = runner().submit(make_job("second", blocking(started, release)));
+    ASSERT_TRUE(started.wait());
+    HandleSlot self;
+    std::atomic<Outcome> outcome{Outcome::none};
+    Recorder rec([&](const Progress& p) {
+        if (p.state == JobState::cancelled) outcome = outcome_of([&] { self.get().wait(); });
+    });
+    self.set(runner().submit(make_job("queued", noop()), rec.callback()));
+    self.get().cancel();
+    EXPECT_EQ(wait_or_abort(self.get(), "the cancelled job"), JobState::cancelled);
+    EXPECT_EQ(outcome.load(), Outcome::logic_error);
+    release.open();
+    EXPECT_EQ(wait_or_abort(running, "the running job"), JobState::succeeded);
+    EXPECT_EQ(wait_or_abort(second, "the running job"), JobState::succeeded);
+}
+
 TEST_F(JobWaitFromInside, wait_from_the_jobs_own_operation_throws_logic_error) {
     HandleSlot self;
     std::atomic<Outcome> outcome{Outcome::none};

@@ -22,6 +22,7 @@
 
 #include "job_delivery.hpp"
 #include "job_progress.hpp"
+#include "job_queue.hpp"
 #include "job_rate_meter.hpp"
 
 namespace connpool {
@@ -35,7 +36,10 @@ namespace detail {
 /// cancel and a start cannot both win. Callbacks go through `delivery_` (job_delivery.hpp),
 /// which runs them without the lock, one at a time; the job counts as ended only once its
 /// final callback has returned, which is what wait() waits for. The stop request is an atomic
-/// so the operation can poll it at every step without taking the lock.
+/// so the operation can poll it at every step without taking the lock. A job cancelled while
+/// queued first tells its queue (set_queue()), under `mu_`, so no worker can take it after
+/// the check and the runner can call off an acquire it no longer needs. The runner's derived
+/// class holds the operation (it knows the connection type) and drops it in drop_operation().
 class JobControl {
 public:
     JobControl(std::uint64_t id, std::string name, JobKind kind, ProgressCallback callback,
@@ -47,20 +51,18 @@ public:
         submitted_at_ = job_clock::now();
     }
 
+    JobControl(const JobControl&) = delete;
+    JobControl& operator=(const JobControl&) = delete;
+    virtual ~JobControl() = default;
+
     // ---- runner side ----
 
-    /// Keeps the runner's operation (type-erased: JobControl does not know the connection type)
-    /// until the job ends; the runner reads it back with operation() when the job starts.
-    void hold_operation(std::shared_ptr<void> operation) {
-        std::lock_guard lock(mu_);
-        operation_ = std::move(operation);
-    }
+    /// Makes a cancellation while queued call `queue->withdraw(*this)` first. Set once, before
+    /// the job is shared with any other thread; `queue` must outlive every queued state.
+    void set_queue(QueueWithdrawal<JobControl>* queue) noexcept { queue_ = queue; }
 
-    /// Returns the operation given to hold_operation(); empty once the job has ended.
-    [[nodiscard]] std::shared_ptr<void> operation() const {
-        std::lock_guard lock(mu_);
-        return operation_;
-    }
+    /// The job's place in its runner's queue; guarded by the runner's mutex, not by this job's.
+    [[nodiscard]] QueueLink<JobControl>& queue_link() noexcept { return link_; }
 
     /// Delivers the initial "queued" callback.
     void announce() {
@@ -93,9 +95,17 @@ public:
         stop_.store(true, std::memory_order_relaxed);
         std::unique_lock lock(mu_);
         if (progress_.state != JobState::queued) return false;
+        // Out of the queue before the state changes: a worker that took it already is past
+        // this point only through start(), which waits for mu_ and then sees the cancellation.
+        if (queue_ != nullptr) queue_->withdraw(*this);
         finish_locked(lock, JobState::cancelled, {});
         return true;
     }
+
+protected:
+    /// Releases the operation (and what it captured); called once, when the job ends, without
+    /// the lock (its destructor is user code). JobControl itself holds no operation.
+    virtual void drop_operation() noexcept {}
 
 private:
     void finish_locked(std::unique_lock<std::mutex>& lock, JobState state, std::string error) {
@@ -109,10 +119,10 @@ private:
             progress_.total = progress_.done; // unknown (or overrun) total: the work was all of it
         // Nothing runs the operation again: release it (and what it captured) before the final
         // callback, so wait() returning means it is gone. Destroyed without the lock, as its
-        // destructor is user code; the state is final already, so no transition slips in.
-        std::shared_ptr<void> operation = std::move(operation_);
+        // destructor is user code; the state is final already, so no transition slips in, and
+        // only the thread that made it final gets here.
         lock.unlock();
-        operation.reset();
+        drop_operation();
         lock.lock();
         notify(lock, true);
     }
@@ -243,16 +253,20 @@ private:
 
     /// Delivers the latest progress unless it is throttled (`force` overrides the throttle).
     /// Called with `lock` held; returns with it held.
-    void notify(std::unique_lock<std::mutex>& lock, bool force,
-                job_clock::time_point now = job_clock::now()) {
-        delivery_.deliver(lock, force, now, this, [this](job_clock::time_point at) { return make_progress(at); });
+    /// `now` is the caller's clock reading, if it has one; the delivery reads the clock itself
+    /// only when there is a callback to throttle.
+    void notify(std::unique_lock<std::mutex>& lock, bool force, job_clock::time_point now = {}) {
+        delivery_.deliver(lock, force, is_final(progress_.state), now, this,
+                          [this](job_clock::time_point at) { return make_progress(at); });
     }
 
     std::atomic<bool> stop_{false};
 
+    QueueWithdrawal<JobControl>* queue_ = nullptr; // immutable once shared
+    QueueLink<JobControl> link_;                   // guarded by the runner's mutex
+
     mutable std::mutex mu_;
     CallbackDelivery delivery_;
-    std::shared_ptr<void> operation_; // the runner's operation, owned here so an ended job drops it
     Progress progress_;
     job_clock::time_point submitted_at_{};
     job_clock::time_point started_at_{};

@@ -64,13 +64,25 @@ public:
 
     /// Delivers the job's latest progress, `make_progress(now)`, unless the last callback was
     /// less than the throttle ago (`force` overrides the throttle). A Progress in a final state
-    /// ends the delivery for good. Requires `lock` (the owner's) held; returns with it held.
-    /// `job` identifies the job for InsideJob.
+    /// ends the delivery for good; `final` says whether the job's state is final now (what ends
+    /// it when there is no callback). `now` is the caller's clock reading, or a default time
+    /// point to have it read only when needed. Requires `lock` (the owner's) held; returns with
+    /// it held. `job` identifies the job for InsideJob.
     template <class MakeProgress>
-    void deliver(std::unique_lock<std::mutex>& lock, bool force, job_clock::time_point now, const void* job,
-                 MakeProgress make_progress) {
+    void deliver(std::unique_lock<std::mutex>& lock, bool force, bool final, job_clock::time_point now,
+                 const void* job, MakeProgress make_progress) {
         if (ended_) return;
-        if (!force && now - delivered_at_ < throttle_) return;
+        if (!callback_) {
+            // Nobody to tell: no Progress to build, no clock to read, no throttle to keep. Only
+            // the end matters, for the waiters. callback_ is set only at construction, so a
+            // job without one never has a delivery in progress.
+            if (final) end(lock);
+            return;
+        }
+        if (!force) {
+            if (now == job_clock::time_point{}) now = job_clock::now();
+            if (now - delivered_at_ < throttle_) return;
+        }
         pending_ = true;
         forced_ = forced_ || force;
         if (delivering_) return; // the thread delivering now will pick this up
@@ -82,27 +94,22 @@ public:
             if (!forced && now - delivered_at_ < throttle_) break;
             Progress p = make_progress(now);
             delivered_at_ = now;
-            const bool final = is_final(p.state);
-            if (callback_) { // read without the lock: only the delivering thread touches it
-                lock.unlock();
-                try {
-                    const InsideJob inside(job);
-                    callback_(p);
-                } catch (...) {
-                    report_callback_error(p, std::current_exception());
-                }
-                lock.lock();
+            // callback_ is read without the lock: only the delivering thread touches it.
+            lock.unlock();
+            try {
+                const InsideJob inside(job);
+                callback_(p);
+            } catch (...) {
+                report_callback_error(p, std::current_exception());
             }
-            if (final) {
+            lock.lock();
+            if (is_final(p.state)) {
                 // Destroyed without the lock: its destructor (of what it captured) is user code.
                 ProgressCallback callback = std::exchange(callback_, nullptr);
                 lock.unlock();
                 callback = nullptr;
                 lock.lock();
-                ended_ = true;
-                ended_flag_.store(true, std::memory_order_release);
-                pending_ = false;
-                ended_cv_.notify_all();
+                end(lock);
             }
         }
         delivering_ = false;
@@ -126,6 +133,14 @@ public:
     }
 
 private:
+    // Marks the delivery ended (the final callback, if any, has returned) and wakes the waiters.
+    void end(std::unique_lock<std::mutex>&) noexcept {
+        ended_ = true;
+        ended_flag_.store(true, std::memory_order_release);
+        pending_ = false;
+        ended_cv_.notify_all();
+    }
+
     void report_callback_error(const Progress& p, std::exception_ptr error) const noexcept {
         try {
             if (sink_ && *sink_) (*sink_)(p, std::move(error));

@@ -5,6 +5,7 @@
 // <connpool/jobs.hpp>.
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -17,7 +18,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <stop_token> // ~JobRunner calls off waiting acquires
+#include <stop_token> // workers' acquires are called off when no queued job needs them
 #include <thread>
 #include <utility>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "../lease.hpp"
 #include "job_control.hpp"
 #include "job_progress.hpp"
+#include "job_queue.hpp"
 
 // Test seam: a test that defines CONNPOOL_JOB_TEST_POINT(point, job_id) before including the job
 // layer is called at the named points, to hold a thread inside the window a race needs
@@ -38,19 +40,26 @@ namespace connpool {
 namespace detail {
 
 /// Erases the oldest elements of `items` (a vector or deque) for which `ended` is true until at
-/// most `keep` such elements remain; the others keep their order. Linear in items.size().
-template <class Container, class Ended>
-void drop_oldest_ended(Container& items, std::size_t keep, Ended ended) {
-    using T = typename Container::value_type;
+/// most `keep` such elements remain; the others keep their order. Each erased element is first
+/// handed to `take` (which may move it away, e.g. to destroy it later). Linear in items.size().
+template <class Container, class Ended, class Take>
+void drop_oldest_ended(Container& items, std::size_t keep, Ended ended, Take take) {
     std::size_t count = 0;
     for (const auto& item : items) count += ended(item) ? 1 : 0;
     if (count <= keep) return;
     std::size_t excess = count - keep;
-    std::erase_if(items, [&](const T& item) {
-        if (excess == 0 || !ended(item)) return false;
-        --excess;
-        return true;
-    });
+    // Compacted by hand rather than with erase_if, whose predicate may not change an element.
+    auto out = items.begin();
+    for (auto it = items.begin(); it != items.end(); ++it) {
+        if (excess > 0 && ended(*it)) {
+            --excess;
+            take(*it);
+            continue;
+        }
+        if (out != it) *out = std::move(*it);
+        ++out;
+    }
+    items.erase(out, items.end());
 }
 
 /// Returns RunnerOptions::progress_interval as the throttle JobControl compares against:
@@ -86,18 +95,59 @@ struct RunnerOptions {
     };
 };
 
+namespace detail {
+
+/// A job of a JobRunner: its JobControl plus the operation, which needs the connection type.
+template <class Conn>
+class RunnableJob final : public JobControl {
+public:
+    /// The operation's type, as in Job<Conn>::run.
+    using operation_type = std::function<void(Conn&, ProgressReporter&)>;
+
+    /// A JobControl (same arguments) that holds `operation` until the job ends.
+    RunnableJob(std::uint64_t id, std::string name, JobKind kind, ProgressCallback callback,
+                std::shared_ptr<const CallbackErrorSink> sink, std::chrono::nanoseconds throttle,
+                operation_type operation)
+        : JobControl(id, std::move(name), kind, std::move(callback), std::move(sink), throttle),
+          operation_(std::move(operation)) {}
+
+    /// Runs the operation; only the worker that start()ed the job calls it, before finish().
+    void run_operation(Conn& connection, ProgressReporter& reporter) { operation_(connection, reporter); }
+
+private:
+    // Only the thread that ends the job calls it, once; a running job is ended by the thread
+    // running it, after run_operation() returned.
+    void drop_operation() noexcept override { operation_ = nullptr; }
+
+    operation_type operation_;
+};
+
+} // namespace detail
+
 /// Runs Jobs through a Pool: each job takes one lease when it starts, holds it while its
 /// operation runs, and gives it back (or discards it, if the operation threw anything but an
 /// OperationError) when it ends.
 ///
-/// Design: jobs wait in a FIFO queue (`mu_` guards it, the job list and the workers). Up to
-/// max_running worker threads, started as jobs arrive, each loop: wait for a queued job,
-/// acquire a lease, then take the oldest job still queued. Acquiring before taking the job
-/// keeps a queued job cancellable at once, without it ever having had a lease. If the pool
-/// times out or is closed, the job at the head fails with that error. Every member may be
-/// called from any thread. The pool must outlive the runner.
+/// Design: `mu_` guards the queue, the job list, the workers and the counts below. Up to
+/// max_running worker threads, started as jobs arrive, each loop: acquire a lease while more
+/// jobs are queued than workers are acquiring, then take the oldest job still queued.
+/// Acquiring before taking the job keeps a queued job cancellable at once, without it ever
+/// having had a lease; and it is why an acquire belongs to no job in particular. What the
+/// runner keeps instead is a count: no more workers acquire than jobs are queued. A job
+/// cancelled while queued leaves the queue at once (withdraw(), told by the job under its own
+/// lock), and if that leaves more acquirers than queued jobs, the runner requests the stop
+/// source of the youngest ones (the oldest keep their place in the pool's FIFO): their
+/// acquires end with AcquireCancelled, no lease taken, and no job fails for it. If the pool
+/// times out or is closed, the oldest queued job fails with that error.
+///
+/// Waking a sleeping worker costs a context switch, more than the rest of a short job, so a
+/// submit wakes (or starts) one only when the queued jobs outnumber the workers acquiring or
+/// about to look at the queue (`looking_`). One worker at a time, finding nothing to do, stays
+/// awake a few dozen microseconds (yielding) before it sleeps, so a stream of short jobs is
+/// served without waking anybody. Every member may be called from any thread. The pool must
+/// outlive the runner.
 template <class PoolT>
-class JobRunner {
+class JobRunner : private detail::QueueWithdrawal<detail::JobControl> {
 public:
     /// The connection type of the pool.
     using connection_type = typename PoolT::connection_type;
@@ -119,15 +169,22 @@ public:
     /// Cancels the jobs still queued and waits for the running ones to end.
     ~JobRunner() {
         std::vector<std::thread> workers;
+        std::vector<std::shared_ptr<detail::JobControl>> queued;
         {
-            // Once stopping_ is set no submit() starts a worker (it checks stopping_ in the same
-            // critical section as it starts one), so the list taken here is complete.
+            // Once stopping_ is set no submit() queues a job or starts a worker (it checks
+            // stopping_ in the same critical section as it does both), so the lists taken here
+            // are complete.
             std::lock_guard lock(mu_);
-            stopping_ = true;
+            stopping_.store(true, std::memory_order_relaxed);
             workers.swap(workers_);
+            queued.reserve(queue_.size());
+            queue_.for_each([&](detail::JobControl& job) { queued.push_back(job.queue_link().self); });
+            arrivals_.fetch_add(1, std::memory_order_relaxed); // ends a spinning worker's wait
         }
-        cancel_queued();
-        shutdown_.request_stop(); // calls off the workers' waiting acquires
+        // Each cancellation takes its job out of the queue (withdraw()), and the last one
+        // leaves no job for any acquire: every waiting acquire is called off, so this never
+        // waits for the pool's acquire_timeout.
+        for (const auto& job : queued) job->cancel_if_queued();
         work_cv_.notify_all();
         for (auto& worker : workers) worker.join();
     }
@@ -140,46 +197,56 @@ public:
         if (!job.run)
             throw std::invalid_argument("connpool::JobRunner::submit: job '" + job.name +
                                         "' has no run function");
-        std::shared_ptr<detail::JobControl> control;
-        {
-            std::lock_guard lock(mu_);
-            if (stopping_) throw std::logic_error("connpool::JobRunner::submit: the runner is being destroyed");
-            control = std::make_shared<detail::JobControl>(++last_id_, job.name, job.kind,
-                                                           std::move(on_progress), sink_, throttle_);
-        }
-        control->hold_operation(std::make_shared<operation_type>(std::move(job.run)));
+        if (stopping_.load(std::memory_order_relaxed))
+            throw std::logic_error("connpool::JobRunner::submit: the runner is being destroyed");
+        auto control = std::make_shared<job_control>(last_id_.fetch_add(1, std::memory_order_relaxed) + 1,
+                                                     std::move(job.name), job.kind, std::move(on_progress),
+                                                     sink_, throttle_, std::move(job.run));
+        control->set_queue(this);
         // Before any other thread can reach the job (cancel_all(), snapshot()): "queued" is
         // always its first callback.
         control->announce();
         CONNPOOL_JOB_TEST_POINT("submit: announced, not yet queued", control->id());
         enum class Outcome { queued, cancelled, no_worker } outcome = Outcome::queued;
         std::exception_ptr thread_error;
+        bool wake = false;
+        std::vector<std::shared_ptr<detail::JobControl>> forgotten; // destroyed after mu_ is released
         {
             // One critical section registers the job, checks stopping_ and starts a worker, so
             // the destructor (which sets stopping_ and takes the worker list under mu_) either
             // finds the worker in the list or this job finds stopping_ set: never a worker it
-            // does not join (bug 10: a worker started while the destructor walked the list).
+            // does not join (bug 10: a worker started while the destructor walked the worker list).
             std::lock_guard lock(mu_);
-            forget_ended_jobs();
+            forget_ended_jobs(forgotten);
             // Concurrent submits may get here out of id order; jobs_ stays in submission order.
             // Searched from the back: only submits racing this one can be ahead of it, so this
             // is O(1) however many jobs the runner keeps.
             auto at = jobs_.end();
             while (at != jobs_.begin() && (*std::prev(at))->id() > control->id()) --at;
+            CONNPOOL_JOB_TEST_POINT("submit: job list searched", static_cast<std::uint64_t>(jobs_.end() - at));
             jobs_.insert(at, control);
-            if (stopping_) { // submitted by a running job while the runner is destroyed
+            if (stopping_.load(std::memory_order_relaxed)) { // submitted by a running job while the runner is destroyed
                 outcome = Outcome::cancelled;
             } else {
-                queue_.push_back(Entry{control});
-                // Start a worker unless enough are free for what is queued.
-                if (workers_.size() < limit_ && idle_ < queue_.size()) {
-                    try {
-                        workers_.emplace_back([this] { work(); });
-                    } catch (...) {
-                        if (workers_.empty()) { // nothing would ever run it
-                            queue_.pop_back();
-                            outcome = Outcome::no_worker;
-                            thread_error = std::current_exception();
+                queue_.push_back(control);
+                arrivals_.fetch_add(1, std::memory_order_relaxed);
+                // Wake or start a worker only for a job nobody will get to: not the acquiring
+                // workers (one each), nor the ones awake that look at the queue before sleeping.
+                const std::size_t unserved = queue_.size() - acquiring_;
+                if (unserved > looking_ + wake_tokens_) {
+                    if (sleeping_ > wake_tokens_) {
+                        ++wake_tokens_;
+                        wake = true;
+                    } else if (workers_.size() < limit_) {
+                        try {
+                            workers_.emplace_back([this] { work(); });
+                            ++looking_;
+                        } catch (...) {
+                            if (workers_.empty()) { // nothing would ever run it
+                                static_cast<void>(queue_.remove(*control));
+                                outcome = Outcome::no_worker;
+                                thread_error = std::current_exception();
+                            }
                         }
                     }
                 }
@@ -194,7 +261,7 @@ public:
             control->finish(JobState::failed, "connpool::JobRunner: cannot start a worker thread");
             std::rethrow_exception(thread_error);
         }
-        work_cv_.notify_one();
+        if (wake) work_cv_.notify_one();
         return JobHandle{std::move(control)};
     }
 
@@ -210,7 +277,8 @@ public:
         out.reserve(jobs.size());
         for (const auto& job : jobs) out.push_back(job->progress());
         // Jobs may have ended since the last submit() trimmed the list: trim the copy too.
-        detail::drop_oldest_ended(out, keep_ended_, [](const Progress& p) { return is_final(p.state); });
+        detail::drop_oldest_ended(out, keep_ended_, [](const Progress& p) { return is_final(p.state); },
+                                  [](const Progress&) {});
         return out;
     }
 
@@ -233,7 +301,8 @@ public:
         }
     }
 
-    /// Cancels every job: queued ones at once, running ones at their next stop check.
+    /// Cancels every job: queued ones at once (the workers' acquires for them are called off),
+    /// running ones at their next stop check.
     void cancel_all() {
         std::vector<std::shared_ptr<detail::JobControl>> jobs;
         {
@@ -247,109 +316,182 @@ public:
     [[nodiscard]] std::size_t max_running() const noexcept { return limit_; }
 
 private:
-    using operation_type = std::function<void(connection_type&, ProgressReporter&)>;
+    using job_control = detail::RunnableJob<connection_type>;
 
-    struct Entry {
-        std::shared_ptr<detail::JobControl> control; // holds the operation until the job ends
+    // A worker inside pool_.acquire(), in the list of acquirers (oldest first) until it is
+    // called off or its acquire returns. Lives on the worker's stack; guarded by mu_.
+    struct Acquirer {
+        std::stop_source* source;
+        Acquirer* prev = nullptr;
+        Acquirer* next = nullptr;
+        bool called_off = false;
     };
 
-    void cancel_queued() {
-        std::deque<Entry> queued;
+    // A job cancelled while queued leaves the queue, and the acquires no queued job needs any
+    // more end. Called by the job (JobControl::cancel_if_queued) under its own lock; takes mu_.
+    void withdraw(detail::JobControl& job) noexcept override {
+        std::shared_ptr<detail::JobControl> queued; // the queue's reference; the canceller holds another
         {
             std::lock_guard lock(mu_);
-            queued.swap(queue_);
+            if (!decltype(queue_)::contains(job)) return; // a worker took it; its start() sees the cancel
+            queued = queue_.remove(job);
+            call_off_surplus();
         }
-        for (auto& entry : queued) entry.control->cancel_if_queued();
     }
 
-    // Requires mu_. Drops jobs cancelled while queued from the head of the queue.
-    void drop_ended_head() {
-        while (!queue_.empty() && queue_.front().control->ended()) queue_.pop_front();
+    // Requires mu_. Keeps acquiring_ <= queue_.size(): each surplus acquire, the youngest
+    // first, is called off through its stop source (the pool's stop callback runs here, under
+    // mu_; it only wakes the waiter). Its worker comes back without a lease and finds no job.
+    void call_off_surplus() noexcept {
+        while (acquiring_ > queue_.size()) {
+            Acquirer* youngest = acquirers_tail_;
+            unlink(*youngest);
+            youngest->called_off = true;
+            youngest->source->request_stop();
+        }
+    }
+
+    // Requires mu_.
+    void link(Acquirer& a) noexcept {
+        a.prev = acquirers_tail_;
+        a.next = nullptr;
+        (acquirers_tail_ != nullptr ? acquirers_tail_->next : acquirers_head_) = &a;
+        acquirers_tail_ = &a;
+        ++acquiring_;
+    }
+
+    // Requires mu_.
+    void unlink(Acquirer& a) noexcept {
+        (a.prev != nullptr ? a.prev->next : acquirers_head_) = a.next;
+        (a.next != nullptr ? a.next->prev : acquirers_tail_) = a.prev;
+        a.prev = a.next = nullptr;
+        --acquiring_;
     }
 
     // Requires mu_. Drops the oldest ended jobs from jobs_ beyond keep_ended_, but only once
     // jobs_ has doubled since the last trim: each trim is linear, so submit() is O(1) amortised
     // (a trim on every submit made 40,000 submits quadratic). Between trims jobs_ holds at most
     // about twice what it must; an ended job there keeps only its Progress (JobControl drops
-    // its callback and operation when it ends), and snapshot() trims its copy exactly.
-    void forget_ended_jobs() {
+    // its callback and operation when it ends), and snapshot() trims its copy exactly. The
+    // dropped jobs go to `forgotten`, for the caller to destroy once it has released mu_: a
+    // thousand destructors under mu_ would stall every worker meanwhile.
+    void forget_ended_jobs(std::vector<std::shared_ptr<detail::JobControl>>& forgotten) {
         if (jobs_.size() < trim_at_) return;
-        detail::drop_oldest_ended(jobs_, keep_ended_, [](const auto& job) { return job->ended(); });
+        CONNPOOL_JOB_TEST_POINT("submit: job list trimmed", static_cast<std::uint64_t>(jobs_.size()));
+        detail::drop_oldest_ended(jobs_, keep_ended_, [](const auto& job) { return job->ended(); },
+                                  [&](auto& job) { forgotten.push_back(std::move(job)); });
         trim_at_ = std::max(2 * jobs_.size(), keep_ended_ + min_trim);
     }
 
-    // The one place a worker takes a lease, for the job at the head of the queue (not yet
-    // chosen: see the design note). ~JobRunner calls it off through shutdown_, so destroying
-    // the runner never waits for the pool's acquire_timeout. Throws what the pool throws; the
-    // caller fails the head job with it (or cancels it, when the runner called it off). A pool
-    // type without a stoppable acquire is used as it is.
-    Lease<connection_type> acquire_for_job() {
+    // The one place a worker takes a lease, for the oldest queued job (not yet chosen: see the
+    // design note). The runner calls it off through `stop` when no queued job needs it any more,
+    // so neither a cancellation nor destroying the runner waits for the pool's acquire_timeout.
+    // Throws what the pool throws. A pool type without a stoppable acquire is used as it is.
+    Lease<connection_type> acquire_for_job(const std::stop_source& stop) {
         if constexpr (requires(PoolT& p, std::stop_token t) { p.acquire(t); }) {
-            return pool_.acquire(shutdown_.get_token());
+            return pool_.acquire(stop.get_token());
         } else {
             return pool_.acquire();
         }
     }
 
+    // Requires mu_, held on entry and on return; releases it meanwhile. Stays awake a little
+    // for a job to arrive, so that a stream of short jobs needs no wake-up per job. Yields
+    // rather than spins: on a busy machine the submitter may need this core.
+    void wait_briefly_for_arrival(std::unique_lock<std::mutex>& lock) {
+        const std::uint64_t seen = arrivals_.load(std::memory_order_relaxed);
+        spinning_ = true;
+        lock.unlock();
+        const auto until = detail::job_clock::now() + spin_limit;
+        for (int round = 1; arrivals_.load(std::memory_order_relaxed) == seen; ++round) {
+            std::this_thread::yield();
+            if (round % 8 == 0 && detail::job_clock::now() >= until) break;
+        }
+        lock.lock();
+        spinning_ = false;
+    }
+
     void work() {
+        std::stop_source source; // this worker's; replaced once it has been used to call one off
+        Acquirer self{&source};
+        bool spun = false;
         std::unique_lock lock(mu_);
+        // Here the worker counts in looking_: it checks the queue before it sleeps.
         for (;;) {
-            drop_ended_head();
-            if (queue_.size() <= acquiring_) { // every queued job has a worker getting its lease
-                if (stopping_) return;
-                ++idle_;
-                work_cv_.wait(lock);
-                --idle_;
-                continue;
-            }
-            ++acquiring_;
-            lock.unlock();
-            Lease<connection_type> lease;
-            std::exception_ptr acquire_error;
-            try {
-                lease = acquire_for_job();
-            } catch (...) {
-                acquire_error = std::current_exception();
-            }
-            lock.lock();
-            --acquiring_;
-            drop_ended_head();
-            if (queue_.empty()) { // cancelled while we acquired: nothing to run
+            if (queue_.size() > acquiring_) {
+                --looking_;
+                spun = false;
+                if (source.stop_requested()) source = std::stop_source{};
+                link(self);
                 lock.unlock();
-                lease.release();
+                Lease<connection_type> lease;
+                std::exception_ptr acquire_error;
+                try {
+                    lease = acquire_for_job(source);
+                } catch (...) {
+                    acquire_error = std::current_exception();
+                }
                 lock.lock();
+                const bool called_off = std::exchange(self.called_off, false);
+                if (!called_off) unlink(self);
+                // A called-off acquire that got a lease anyway still serves the oldest job; its
+                // error (AcquireCancelled, mostly) belongs to no job.
+                std::shared_ptr<detail::JobControl> job;
+                if (lease || (acquire_error && !called_off)) {
+                    job = queue_.pop_front();
+                    if (job) call_off_surplus();
+                }
+                if (!job) {
+                    ++looking_;
+                    if (!lease) continue;
+                    lock.unlock();
+                    lease.release(); // cancelled while we acquired: nothing to run
+                    lock.lock();
+                    continue;
+                }
+                lock.unlock();
+                auto& runnable = static_cast<job_control&>(*job);
+                if (acquire_error) {
+                    runnable.finish(JobState::failed, detail::describe(acquire_error));
+                } else {
+                    run(runnable, std::move(lease));
+                }
+                job.reset(); // drop the job (an ended one holds nothing of the user's) before waiting
+                lock.lock();
+                ++looking_;
                 continue;
             }
-            Entry entry = std::move(queue_.front());
-            queue_.pop_front();
-            lock.unlock();
-            if (acquire_error && shutdown_.stop_requested()) {
-                entry.control->finish(JobState::cancelled); // the runner called it off
-            } else if (acquire_error) {
-                entry.control->finish(JobState::failed, detail::describe(acquire_error));
-            } else {
-                run(entry, std::move(lease));
+            if (stopping_.load(std::memory_order_relaxed)) {
+                --looking_;
+                return;
             }
-            entry = Entry{}; // drop the operation (and what it captured) before waiting again
-            lock.lock();
+            if (!spun && !spinning_) {
+                spun = true;
+                wait_briefly_for_arrival(lock);
+                continue;
+            }
+            spun = false;
+            --looking_;
+            ++sleeping_;
+            work_cv_.wait(lock, [&] { return wake_tokens_ > 0 || stopping_.load(std::memory_order_relaxed); });
+            --sleeping_;
+            ++looking_;
+            if (wake_tokens_ > 0) --wake_tokens_;
         }
     }
 
-    static void run(Entry& entry, Lease<connection_type> lease) {
-        detail::JobControl& control = *entry.control;
+    static void run(job_control& control, Lease<connection_type> lease) {
         if (!control.start()) { // cancelled between leaving the queue and starting
             lease.release();
             return;
         }
-        // Running: only this thread ends the job, so the operation is still held.
-        auto operation = std::static_pointer_cast<operation_type>(control.operation());
         ProgressReporter reporter(control);
         JobState end = JobState::succeeded;
         std::string error;
         bool connection_ok = true;
         try {
-            const detail::InsideJob inside(&control);
-            (*operation)(*lease, reporter);
+            const detail::InsideJob inside(static_cast<const detail::JobControl*>(&control));
+            control.run_operation(*lease, reporter);
             if (reporter.observed_stop()) end = JobState::cancelled;
         } catch (const OperationError& e) {
             end = JobState::failed;
@@ -359,15 +501,17 @@ private:
             error = detail::describe(std::current_exception());
             connection_ok = false;
         }
-        operation.reset(); // JobControl drops the last reference before wait() returns
         // The lease goes back before the final callback, so wait() returning implies it is back.
         if (connection_ok) {
             lease.release();
         } else {
             lease.discard();
         }
-        control.finish(end, std::move(error));
+        control.finish(end, std::move(error)); // drops the operation before the final callback
     }
+
+    static constexpr auto spin_limit = std::chrono::microseconds{50};
+    static constexpr std::size_t min_trim = 64;
 
     PoolT& pool_;
     const std::size_t limit_;
@@ -377,17 +521,20 @@ private:
 
     mutable std::mutex mu_;
     std::condition_variable work_cv_;
-    std::deque<Entry> queue_;
+    detail::IntrusiveQueue<detail::JobControl> queue_;     // queued jobs, oldest first
     std::deque<std::shared_ptr<detail::JobControl>> jobs_; // submission order; see forget_ended_jobs()
-    static constexpr std::size_t min_trim = 64;
     std::size_t trim_at_ = min_trim; // jobs_.size() at which the next submit trims it
     std::vector<std::thread> workers_;
-    std::size_t idle_ = 0;
-    std::size_t acquiring_ = 0; // workers inside pool_.acquire() for a queued job
-    std::uint64_t last_id_ = 0;
-    bool stopping_ = false;
-    std::stop_source shutdown_; // requested by ~JobRunner: workers' acquires end at once
+    Acquirer* acquirers_head_ = nullptr; // workers in pool_.acquire() for a queued job, oldest first
+    Acquirer* acquirers_tail_ = nullptr;
+    std::size_t acquiring_ = 0;   // how many: never more than queue_.size()
+    std::size_t looking_ = 0;     // workers awake, not acquiring, not running: they check the queue next
+    std::size_t sleeping_ = 0;    // workers waiting on work_cv_
+    std::size_t wake_tokens_ = 0; // wake-ups sent, not yet taken: each makes one sleeper a looker
+    bool spinning_ = false;       // a worker is in wait_briefly_for_arrival()
+    std::atomic<std::uint64_t> arrivals_{0}; // bumped for each queued job: what the spinning worker watches
+    std::atomic<std::uint64_t> last_id_{0};
+    std::atomic<bool> stopping_{false}; // set under mu_ by ~JobRunner; read without it by submit()'s first check
 };
-
 
 } // namespace connpool
