@@ -1,0 +1,7 @@
+#pragma once
+
+// connpool::postgres: pooled PostgreSQL connections (libpq) and table and whole-database backup
+// and restore jobs over them. Link connpool::postgres.
+
+#include "postgres/connection.hpp" // IWYU pragma: export
+#include "postgres/error.hpp"      // IWYU pragma: export
