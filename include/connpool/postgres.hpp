@@ -5,3 +5,7 @@
 
 #include "postgres/connection.hpp" // IWYU pragma: export
 #include "postgres/error.hpp"      // IWYU pragma: export
+#include "postgres/table.hpp"          // IWYU pragma: export
+#include "postgres/table_backup.hpp"   // IWYU pragma: export
+#include "postgres/table_file.hpp"     // IWYU pragma: export
+#include "postgres/table_restore.hpp"  // IWYU pragma: export
