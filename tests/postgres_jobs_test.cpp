@@ -366,4 +366,146 @@ TEST_F(PostgresTableJobs, invalid_options_are_refused_at_once_naming_the_field) 
     EXPECT_THROW((void)pg::restore_table({"t"}, ""), std::invalid_argument);
 }
 
+/// Database backups: a second, empty database to restore into, and a pool on it.
+class PostgresDatabaseJobs : public PostgresTableJobs {
+protected:
+    void TearDown() override {
+        target_runner_.reset();
+        target_pool_.reset();
+        if (!target_.empty()) server().psql("DROP DATABASE IF EXISTS " + target_ + " WITH (FORCE)");
+        PostgresTableJobs::TearDown();
+    }
+
+    /// Creates the empty target database and a runner with a pool of `size` on it.
+    PgRunner& target(std::size_t size = 3) {
+        target_ = db_ + "_r";
+        EXPECT_EQ(server().psql("CREATE DATABASE " + target_ + " TEMPLATE template0 ENCODING 'UTF8'"), 0);
+        target_pool_.emplace(pg::Factory(server().conninfo(target_)), pg_pool_options(size));
+        target_runner_.emplace(*target_pool_);
+        return *target_runner_;
+    }
+
+    pg::Connection target_sql() const { return pg::Factory(server().conninfo(target_)).create(); }
+
+    std::string target_;
+    std::optional<PgPool> target_pool_;
+    std::optional<PgRunner> target_runner_;
+};
+
+std::string fingerprint_on(pg::Connection& c, const std::string& qualified) {
+    return *c.query_value("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), "
+                          "'') FROM " + qualified + " t");
+}
+
+TEST_F(PostgresDatabaseJobs, a_database_restored_into_an_empty_one_has_the_same_schema_and_data) {
+    create_awkward(500);
+    sql().exec("CREATE SCHEMA \"Odd \"\"schema\"\"\"");
+    sql().exec("CREATE TABLE \"Odd \"\"schema\"\"\".\"Parent;\" (id serial PRIMARY KEY, name text UNIQUE CHECK (name <> ''))");
+    sql().exec("CREATE TABLE child (id bigserial PRIMARY KEY, parent int NOT NULL REFERENCES \"Odd \"\"schema\"\"\".\"Parent;\", "
+               "note text)");
+    sql().exec("CREATE INDEX child_note ON child (lower(note))");
+    sql().exec("CREATE VIEW child_names AS SELECT c.id, p.name FROM child c JOIN \"Odd \"\"schema\"\"\".\"Parent;\" p ON p.id = c.parent");
+    sql().exec("INSERT INTO \"Odd \"\"schema\"\"\".\"Parent;\" (name) SELECT 'p' || i FROM generate_series(1, 200) i");
+    sql().exec("INSERT INTO child (parent, note) SELECT 1 + i % 200, 'Note ' || i FROM generate_series(1, 5000) i");
+    sql().exec("CREATE TABLE empty_one (a int)");
+    const std::vector<std::string> tables{"awkward", "\"Odd \"\"schema\"\"\".\"Parent;\"", "child", "empty_one"};
+    std::vector<std::string> before;
+    for (const auto& t : tables) before.push_back(fingerprint(t));
+
+    auto backup = pg::backup_database(runner(3), dir_ / "set");
+    EXPECT_EQ(backup.tables().size(), 4u);
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    {
+        std::ifstream in(dir_ / "set" / "tables.json");
+        const std::string list((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::uint64_t last = UINT64_MAX;
+        for (std::size_t at = list.find("\"size\": "); at != std::string::npos; at = list.find("\"size\": ", at + 1)) {
+            const std::uint64_t size = std::stoull(list.substr(at + 8));
+            EXPECT_LE(size, last) << "largest first: " << list;
+            last = size;
+        }
+    }
+    const auto total = backup.progress();
+    EXPECT_EQ(total.tables_done, 4u);
+    EXPECT_EQ(total.done, total.total);
+    EXPECT_TRUE(fs::exists(dir_ / "set" / "manifest.json"));
+
+    auto restore = pg::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    pg::Connection t = target_sql();
+    for (std::size_t i = 0; i < tables.size(); ++i) EXPECT_EQ(fingerprint_on(t, tables[i]), before[i]) << tables[i];
+    // Post-data (indexes, constraints) and sequences came back too.
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_indexes WHERE indexname = 'child_note'"), "1");
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"), "1");
+    EXPECT_EQ(t.query_value("SELECT nextval('child_id_seq')"), "5001");
+    EXPECT_THROW(t.exec("INSERT INTO child (parent) VALUES (9999)"), pg::Error);
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM child_names"), "5000");
+}
+
+TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapshot_across_tables) {
+    // Money moves from a to b in single transactions; a backup that read the tables at different
+    // moments would see a total other than 1,000,000.
+    sql().exec("CREATE TABLE a (id int PRIMARY KEY, balance bigint, pad text); CREATE TABLE b (id int PRIMARY KEY, "
+               "balance bigint, pad text)");
+    sql().exec("INSERT INTO a SELECT i, 100, repeat('x', 200) FROM generate_series(1, 10000) i");
+    sql().exec("INSERT INTO b SELECT i, 0, repeat('y', 200) FROM generate_series(1, 10000) i");
+    std::atomic<bool> stop{false};
+    std::atomic<int> transfers{0};
+    std::thread writer([&] {
+        pg::Connection w = direct();
+        for (int i = 0; !stop.load(); ++i) {
+            const std::string id = std::to_string(1 + i % 10000);
+            w.exec("BEGIN; UPDATE a SET balance = balance - 1 WHERE id = " + id + "; UPDATE b SET balance = balance + 1 "
+                   "WHERE id = " + id + "; COMMIT");
+            transfers.fetch_add(1);
+        }
+    });
+    while (transfers.load() < 50) std::this_thread::sleep_for(1ms);
+    auto backup = pg::backup_database(runner(3), dir_ / "set");
+    const JobState end = backup.wait();
+    const int during = transfers.load();
+    stop = true;
+    writer.join();
+    ASSERT_EQ(end, JobState::succeeded) << backup.error();
+    auto restore = pg::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    pg::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT (SELECT sum(balance) FROM a) + (SELECT sum(balance) FROM b)"), "1000000");
+    EXPECT_GT(during, 50);
+}
+
+TEST_F(PostgresDatabaseJobs, a_table_locked_exclusively_fails_the_backup_at_once_naming_the_lock) {
+    sql().exec("CREATE TABLE t (a int); CREATE TABLE u (a int)");
+    pg::Connection holder = direct();
+    holder.exec("BEGIN; LOCK TABLE u IN ACCESS EXCLUSIVE MODE");
+    try {
+        auto backup = pg::backup_database(runner(3), dir_ / "set");
+        FAIL() << "started";
+    } catch (const pg::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("locked by another session"), std::string::npos) << e.what();
+        EXPECT_EQ(std::string(e.what()).find(PgServer::password), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "set" / "manifest.json"));
+}
+
+TEST_F(PostgresDatabaseJobs, a_pool_that_cannot_give_the_leader_and_a_table_a_connection_is_refused) {
+    try {
+        auto backup = pg::backup_database(runner(1), dir_ / "set");
+        FAIL() << "started";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("N+1"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(PostgresDatabaseJobs, a_set_with_a_changed_file_is_refused_before_the_target_is_touched) {
+    sql().exec("CREATE TABLE t (a int); INSERT INTO t SELECT generate_series(1, 1000)");
+    auto backup = pg::backup_database(runner(2), dir_ / "set");
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    std::ofstream(dir_ / "set" / "table-0001.copy", std::ios::app) << "x";
+    auto& r = target();
+    EXPECT_THROW((void)pg::restore_database(r, dir_ / "set"), connpool::io::Error);
+    pg::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_class WHERE relname = 't'"), "0");
+}
+
 } // namespace

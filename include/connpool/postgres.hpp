@@ -9,3 +9,4 @@
 #include "postgres/table_backup.hpp"   // IWYU pragma: export
 #include "postgres/table_file.hpp"     // IWYU pragma: export
 #include "postgres/table_restore.hpp"  // IWYU pragma: export
+#include "postgres/database.hpp"       // IWYU pragma: export
