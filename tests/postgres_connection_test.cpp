@@ -168,4 +168,26 @@ TEST_F(PostgresConnection, an_acquire_timeout_says_why_connecting_fails_without_
     }
 }
 
+TEST_F(PostgresConnection, after_a_server_restart_dead_connections_are_replaced_and_work_goes_on) {
+    auto options = pg_pool_options(2);
+    options.validate_after_idle = 0ms;
+    PgPool pool(factory(), options);
+    {
+        auto a = pool.acquire();
+        auto b = pool.acquire();
+        EXPECT_EQ(a->query_value("SELECT 1"), "1");
+        EXPECT_EQ(b->query_value("SELECT 1"), "1");
+    }
+    auto held = pool.acquire(); // leased across the restart: its next statement fails
+    ASSERT_TRUE(server().restart()) << server().log();
+    EXPECT_THROW(held->exec("SELECT 1"), connpool::postgres::Error);
+    held.discard();
+    // The idle one is found dead by validate() and replaced; both leases work.
+    auto a = pool.acquire();
+    auto b = pool.acquire();
+    EXPECT_EQ(a->query_value("SELECT 1"), "1");
+    EXPECT_EQ(b->query_value("SELECT 1"), "1");
+    EXPECT_GE(pool.stats().validation_failures, 1u);
+}
+
 } // namespace
