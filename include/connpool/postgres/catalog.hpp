@@ -3,7 +3,9 @@
 // What the table jobs ask the server's catalog: a table's columns (as COPY sees them) and its
 // size, and the server's version and encoding for a backup's header.
 
+#include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,13 @@ inline void describe_server(Connection& c, TableFileHeader& h) {
     h.server_version = r.get(0, 0);
     h.server_version_num = std::stoi(r.get(0, 1));
     h.encoding = r.get(0, 2);
+}
+
+/// Throws std::invalid_argument naming `options_name` for a negative lock timeout.
+inline void check_lock_timeout(std::chrono::milliseconds lock_timeout, const char* options_name) {
+    if (lock_timeout.count() < 0)
+        throw std::invalid_argument(std::string("connpool::postgres::") + options_name +
+                                    ": lock_timeout must be >= 0 ms, got " + std::to_string(lock_timeout.count()));
 }
 
 /// Takes `mode` on the table in the open transaction, failing fast (NOWAIT) when lock_timeout is

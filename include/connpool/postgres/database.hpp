@@ -274,6 +274,15 @@ inline void dump_section(const std::filesystem::path& pg_dump, PGconn* login, co
     temp.publish();
 }
 
+/// Throws std::invalid_argument unless the pool can lease the leader and one table job at once.
+inline void require_leader_and_one(std::size_t max_size, const char* function) {
+    if (max_size < 2)
+        throw std::invalid_argument(std::string("connpool::postgres::") + function + ": the pool's max_size is " +
+                                    std::to_string(max_size) +
+                                    "; a database backup or restore needs one connection for its leader (snapshot, "
+                                    "schema) plus one per table it copies at once (N+1), so at least 2");
+}
+
 /// Ends a set: the end state from the tables' and the set's own step, then wakes the waiters.
 inline void finish_set(DatabaseOperation::State& state, JobState end, std::string error) {
     std::lock_guard lock(state.mu);
@@ -313,11 +322,7 @@ template <class Runner>
                                                 DatabaseBackupOptions options = {}) {
     namespace fs = std::filesystem;
     auto& pool = runner.pool();
-    if (pool.stats().max_size < 2)
-        throw std::invalid_argument("connpool::postgres::backup_database: the pool's max_size is " +
-                                    std::to_string(pool.stats().max_size) +
-                                    "; a database backup needs one connection for the snapshot leader plus one per "
-                                    "table it copies at once (N+1), so at least 2");
+    detail::require_leader_and_one(pool.stats().max_size, "backup_database");
     std::error_code ec;
     if (fs::exists(dest_dir, ec) && !fs::is_empty(dest_dir, ec))
         throw io::Error("cannot back up into " + detail::file_quoted(dest_dir) + ": the directory is not empty", EEXIST);
@@ -397,11 +402,8 @@ template <class Runner>
 [[nodiscard]] DatabaseOperation restore_database(Runner& runner, std::filesystem::path src_dir,
                                                  DatabaseRestoreOptions options = {}) {
     auto& pool = runner.pool();
-    if (pool.stats().max_size < 2)
-        throw std::invalid_argument("connpool::postgres::restore_database: the pool's max_size is " +
-                                    std::to_string(pool.stats().max_size) +
-                                    "; a database restore needs one connection for the schema plus one per table "
-                                    "it loads at once, so at least 2");
+    detail::require_leader_and_one(pool.stats().max_size, "restore_database");
+    detail::check_lock_timeout(options.lock_timeout, "DatabaseRestoreOptions");
     (void)io::verify_manifest(src_dir);
     const auto list = nlohmann::json::parse(detail::read_set_file(src_dir / detail::tables_file), nullptr, false);
     const auto sequences =

@@ -39,23 +39,23 @@ struct Table {
 
 namespace detail {
 
-/// Returns `identifier` quoted by libpq for `conn` (its encoding), or throws Error.
-inline std::string quote_identifier(PGconn* conn, const std::string& identifier) {
-    char* quoted = PQescapeIdentifier(conn, identifier.data(), identifier.size());
-    if (quoted == nullptr) throw Error("cannot quote the identifier: " + trimmed(PQerrorMessage(conn)), "");
+/// Returns `text` quoted by libpq's `escape` (PQescapeIdentifier or PQescapeLiteral) for `conn`'s
+/// encoding, or throws Error.
+inline std::string escaped(PGconn* conn, const std::string& text, char* (*escape)(PGconn*, const char*, size_t)) {
+    char* quoted = escape(conn, text.data(), text.size());
+    if (quoted == nullptr) throw Error("cannot quote for SQL: " + trimmed(PQerrorMessage(conn)), "");
     std::string out = quoted;
     PQfreemem(quoted);
     return out;
 }
 
-/// Returns `text` quoted by libpq as a string literal for `conn`, or throws Error.
-inline std::string quote_literal(PGconn* conn, const std::string& text) {
-    char* quoted = PQescapeLiteral(conn, text.data(), text.size());
-    if (quoted == nullptr) throw Error("cannot quote a literal: " + trimmed(PQerrorMessage(conn)), "");
-    std::string out = quoted;
-    PQfreemem(quoted);
-    return out;
+/// Returns `identifier` quoted by libpq for `conn` (its encoding), or throws Error.
+inline std::string quote_identifier(PGconn* conn, const std::string& identifier) {
+    return escaped(conn, identifier, PQescapeIdentifier);
 }
+
+/// Returns `text` quoted by libpq as a string literal for `conn`, or throws Error.
+inline std::string quote_literal(PGconn* conn, const std::string& text) { return escaped(conn, text, PQescapeLiteral); }
 
 /// Returns the table's qualified name quoted for SQL on `conn`.
 inline std::string qualified(PGconn* conn, const Table& table) {

@@ -165,9 +165,7 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
         throw std::invalid_argument("connpool::postgres::TableBackupOptions: zstd_level must be in " +
                                     std::to_string(ZSTD_minCLevel()) + ".." + std::to_string(ZSTD_maxCLevel()) +
                                     " and not 0, got " + std::to_string(options.zstd_level));
-    if (options.lock_timeout.count() < 0)
-        throw std::invalid_argument("connpool::postgres::TableBackupOptions: lock_timeout must be >= 0 ms, got " +
-                                    std::to_string(options.lock_timeout.count()));
+    detail::check_lock_timeout(options.lock_timeout, "TableBackupOptions");
     std::string name = table.display();
     return Job<Connection>{std::move(name), JobKind::backup,
                            [table = std::move(table), dest = std::move(dest),

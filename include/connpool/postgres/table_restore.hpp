@@ -157,9 +157,7 @@ inline void run_table_restore(Connection& c, const Table& table, const std::file
 [[nodiscard]] inline Job<Connection> restore_table(Table table, std::filesystem::path src,
                                                    TableRestoreOptions options = {}) {
     if (src.empty()) throw std::invalid_argument("connpool::postgres::restore_table: the source path is empty");
-    if (options.lock_timeout.count() < 0)
-        throw std::invalid_argument("connpool::postgres::TableRestoreOptions: lock_timeout must be >= 0 ms, got " +
-                                    std::to_string(options.lock_timeout.count()));
+    detail::check_lock_timeout(options.lock_timeout, "TableRestoreOptions");
     std::string name = table.display();
     return Job<Connection>{std::move(name), JobKind::restore,
                            [table = std::move(table), src = std::move(src),
