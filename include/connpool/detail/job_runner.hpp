@@ -265,6 +265,10 @@ public:
         return JobHandle{std::move(control)};
     }
 
+    /// Returns the pool the runner leases from, for an operation that needs a lease of its own
+    /// beside its jobs' (e.g. the snapshot leader of a database backup). Thread-safe.
+    [[nodiscard]] PoolT& pool() const noexcept { return pool_; }
+
     /// Returns the latest progress of every job (queued, running, and up to keep_ended ended
     /// ones), in submission order.
     [[nodiscard]] std::vector<Progress> snapshot() const {

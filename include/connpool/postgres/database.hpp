@@ -1,0 +1,460 @@
+#pragma once
+
+// postgres::backup_database / restore_database: every table of a database as one job per table
+// through a JobRunner, all reading one consistent snapshot, as pg_dump -j takes it.
+//
+// Backup: a leader lease (from the runner's pool, beside the table jobs' leases: a pool of N+1
+// runs N tables at once; a pool of fewer than 2 is refused) opens a REPEATABLE READ transaction,
+// exports its snapshot (pg_export_snapshot()), takes ACCESS SHARE on every table (so no DDL can
+// change them meanwhile; NOWAIT by default, like pg_dump, so a table locked by someone else fails
+// the set at once) and holds all of it until the last table job ends. pg_dump --schema-only
+// --snapshot writes the DDL (pre-data: tables, types, functions; post-data: indexes,
+// constraints, triggers); sequences' values are recorded; the tables are submitted largest
+// first, each importing the snapshot; the manifest is written last, only when everything
+// succeeded.
+//
+// Restore: the manifest is checked (every file's size and checksum) before anything is touched;
+// then the pre-data SQL runs, the tables load in parallel (restore_table), and, when all of them
+// succeeded, post-data and the sequences. The leader's session ran pg_dump's SET commands, so
+// it is discarded afterwards rather than returned to the pool.
+//
+// Layout of a set: pre-data.sql, post-data.sql, tables.json (schema, name, file of each table),
+// sequences.json, table-NNNN.copy (table_file.hpp), manifest.json.
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../io/durable_file.hpp"
+#include "../io/manifest.hpp"
+#include "../jobs.hpp"
+#include "../lease.hpp"
+#include "catalog.hpp"
+#include "connection.hpp"
+#include "error.hpp"
+#include "pg_dump.hpp"
+#include "table.hpp"
+#include "table_backup.hpp"
+#include "table_restore.hpp"
+
+namespace connpool::postgres {
+
+/// How backup_database() copies. Every field has a default.
+struct DatabaseBackupOptions {
+    /// The tables to copy (their schema is taken with pg_dump -t). Default: every ordinary table
+    /// outside the system schemas and extensions.
+    std::vector<Table> tables{};
+    /// Format, compression and verification of each table's file (overwrite and snapshot are set
+    /// by the backup). Default: TableBackupOptions' defaults.
+    TableBackupOptions table{};
+    /// How long the leader waits for each table's lock (and pg_dump for its own). Default 0 = fail
+    /// at once when a table is locked exclusively by someone else (pg_dump's NOWAIT behaviour).
+    std::chrono::milliseconds lock_timeout{0};
+    /// The pg_dump to run. Default: Debian's for the server's major version, else pg_dump on PATH.
+    std::filesystem::path pg_dump{};
+};
+
+/// How restore_database() loads. Every field has a default.
+struct DatabaseRestoreOptions {
+    /// Passed to each table's restore (TableRestoreOptions::lock_timeout). Default 0.
+    std::chrono::milliseconds lock_timeout{0};
+};
+
+/// Aggregate progress of a database backup or restore.
+struct DatabaseProgress {
+    /// Bytes done and expected over all tables (backup: estimated until each table ends).
+    std::uint64_t done = 0, total = 0;
+    /// Tables ended, and in all.
+    std::size_t tables_done = 0, tables = 0;
+    /// Time left at the rate so far; only while the total is known and something is done.
+    std::optional<std::chrono::nanoseconds> eta{};
+};
+
+/// A database backup or restore in flight: the per-table jobs and the set's own end (schema,
+/// manifest). Waits for itself on destruction. Thread-safe.
+class DatabaseOperation {
+public:
+    /// Blocks until every table job has ended and the set is finished; returns succeeded only if
+    /// every table and the set's own steps succeeded, cancelled if any table was cancelled (and
+    /// none failed), else failed.
+    JobState wait() const {
+        std::unique_lock lock(state_->mu);
+        state_->cv.wait(lock, [&] { return state_->finished; });
+        return state_->end;
+    }
+
+    /// Returns the per-table jobs, largest table first.
+    [[nodiscard]] const std::vector<JobHandle>& tables() const noexcept { return state_->handles; }
+
+    /// Returns why the set failed ("" when it did not): the first failed table's error, or the
+    /// set's own (schema, manifest). Blocks until the set is finished.
+    [[nodiscard]] std::string error() const {
+        (void)wait();
+        std::lock_guard lock(state_->mu);
+        return state_->error;
+    }
+
+    /// Cancels every table job (queued or running); the set then ends cancelled.
+    void cancel() const {
+        for (const auto& h : state_->handles) h.cancel();
+    }
+
+    /// Returns the aggregate progress: bytes over all tables and an ETA.
+    [[nodiscard]] DatabaseProgress progress() const {
+        DatabaseProgress p;
+        p.tables = state_->handles.size();
+        for (const auto& h : state_->handles) {
+            const Progress t = h.progress();
+            p.done += t.done;
+            p.total += std::max(t.total, t.done);
+            p.tables_done += is_final(t.state) ? 1 : 0;
+        }
+        const auto elapsed = std::chrono::steady_clock::now() - state_->started;
+        if (p.total > 0 && p.done > 0 && p.done < p.total)
+            p.eta = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                elapsed * (static_cast<double>(p.total - p.done) / static_cast<double>(p.done)));
+        return p;
+    }
+
+    /// Waits for the set to finish.
+    ~DatabaseOperation() {
+        if (state_ && state_->finisher.joinable()) state_->finisher.join();
+    }
+    DatabaseOperation(DatabaseOperation&&) noexcept = default;
+    DatabaseOperation& operator=(DatabaseOperation&&) = delete;
+    DatabaseOperation(const DatabaseOperation&) = delete;
+
+    /// Shared by the operation and its finisher thread; made by backup_database/restore_database.
+    struct State {
+        mutable std::mutex mu;
+        std::condition_variable cv;
+        bool finished = false;
+        JobState end = JobState::failed;
+        std::string error;
+        std::vector<JobHandle> handles;
+        std::thread finisher;
+        std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    };
+    /// Adopts `state` (its finisher already started).
+    explicit DatabaseOperation(std::shared_ptr<State> state) noexcept : state_(std::move(state)) {}
+
+private:
+    std::shared_ptr<State> state_;
+};
+
+namespace detail {
+
+inline constexpr const char* pre_data_file = "pre-data.sql";
+inline constexpr const char* post_data_file = "post-data.sql";
+inline constexpr const char* tables_file = "tables.json";
+inline constexpr const char* sequences_file = "sequences.json";
+
+/// Writes `text` as dir/name durably (temp file 0600, fsync, publish without replacing).
+inline void write_set_file(const std::filesystem::path& dir, const std::string& name, const std::string& text) {
+    io::TempFile temp(dir / name, io::Publish::no_replace);
+    for (std::size_t written = 0; written < text.size();) {
+        const ssize_t n = ::write(temp.fd(), text.data() + written, text.size() - written);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            io::detail::throw_errno("cannot write " + file_quoted(temp.path()), errno);
+        }
+        written += static_cast<std::size_t>(n);
+    }
+    temp.sync();
+    temp.publish();
+}
+
+/// Returns pg_dump's plain SQL without the psql meta-commands recent releases put around it
+/// (`\\restrict KEY` first, `\\unrestrict KEY` last: guards for psql, which libpq does not parse).
+/// Only that pair is removed (the key must match), so a line of a function body is never touched.
+inline std::string without_restrict(const std::string& sql) {
+    const std::size_t start = sql.find("\n\\restrict ");
+    const std::size_t begin = start == std::string::npos ? (sql.rfind("\\restrict ", 0) == 0 ? 0 : std::string::npos)
+                                                         : start + 1;
+    if (begin == std::string::npos) return sql;
+    const std::size_t end_of_line = sql.find('\n', begin);
+    if (end_of_line == std::string::npos) return sql;
+    const std::string key = sql.substr(begin + 10, end_of_line - begin - 10);
+    const std::string closing = "\\unrestrict " + key;
+    const std::size_t close = sql.rfind("\n" + closing);
+    if (key.empty() || close == std::string::npos) return sql;
+    std::string out = sql.substr(0, begin) + sql.substr(end_of_line + 1, close + 1 - (end_of_line + 1));
+    const std::size_t after = sql.find('\n', close + 1);
+    if (after != std::string::npos) out += sql.substr(after + 1);
+    return out;
+}
+
+inline std::string read_set_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw io::Error("cannot read " + file_quoted(path), ENOENT);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+/// A table of the set, with its file and its size when the backup started.
+struct SetTable {
+    Table table;
+    std::string file;
+    std::uint64_t size = 0;
+};
+
+/// Lists the ordinary tables to copy (system schemas and extensions' tables left out), takes
+/// ACCESS SHARE on each (see lock_table: a table someone holds exclusively fails fast), then
+/// sorts them largest first by their size on disk (which needs the lock, hence after it).
+inline std::vector<SetTable> list_and_lock_tables(Connection& c, const std::vector<Table>& chosen,
+                                                  std::chrono::milliseconds lock_timeout) {
+    std::vector<SetTable> out;
+    if (!chosen.empty()) {
+        for (const auto& t : chosen) out.push_back({t, "", 0});
+    } else {
+        const Result r = c.exec(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+            "c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND "
+            "n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND NOT EXISTS (SELECT 1 FROM "
+            "pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')");
+        for (int i = 0; i < r.rows(); ++i) out.push_back({Table{r.get(i, 0), r.get(i, 1)}, "", 0});
+    }
+    for (auto& t : out) {
+        lock_table(c, t.table, "ACCESS SHARE", lock_timeout);
+        t.size = table_size(c, t.table);
+    }
+    std::stable_sort(out.begin(), out.end(), [](const SetTable& a, const SetTable& b) { return a.size > b.size; });
+    char name[32];
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        std::snprintf(name, sizeof name, "table-%04zu.copy", i + 1);
+        out[i].file = name;
+    }
+    return out;
+}
+
+/// Returns every sequence's state (outside system schemas and extensions) as JSON.
+inline nlohmann::json sequence_values(Connection& c) {
+    nlohmann::json out = nlohmann::json::array();
+    const Result r = c.exec(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = "
+        "'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS (SELECT 1 FROM pg_depend d "
+        "WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')");
+    for (int i = 0; i < r.rows(); ++i) {
+        const Table seq{r.get(i, 0), r.get(i, 1)};
+        const Result v = c.exec("SELECT last_value, is_called FROM " + qualified(c.handle(), seq));
+        out.push_back({{"schema", seq.schema}, {"name", seq.name}, {"last_value", v.get(0, 0)}, {"is_called", v.get(0, 1) == "t"}});
+    }
+    return out;
+}
+
+/// Runs pg_dump --schema-only for `section` in `snapshot` into dir/file.
+inline void dump_section(const std::filesystem::path& pg_dump, PGconn* login, const std::string& snapshot,
+                         const std::string& section, const std::vector<SetTable>& tables, bool chosen,
+                         std::chrono::milliseconds lock_timeout, const std::filesystem::path& dir,
+                         const std::string& file) {
+    std::vector<std::string> argv{pg_dump.string(), "--schema-only", "--section=" + section, "--snapshot=" + snapshot,
+                                  "--no-password", "--lock-wait-timeout=" + std::to_string(std::max<std::int64_t>(1, lock_timeout.count()))};
+    if (chosen)
+        for (const auto& t : tables) argv.push_back("--table=" + t.table.display());
+    io::TempFile temp(dir / file, io::Publish::no_replace);
+    run_tool(argv, login, temp.fd(), "pg_dump of the " + section + " schema");
+    temp.sync();
+    temp.publish();
+}
+
+/// Throws std::invalid_argument unless the pool can lease the leader and one table job at once.
+inline void require_leader_and_one(std::size_t max_size, const char* function) {
+    if (max_size < 2)
+        throw std::invalid_argument(std::string("connpool::postgres::") + function + ": the pool's max_size is " +
+                                    std::to_string(max_size) +
+                                    "; a database backup or restore needs one connection for its leader (snapshot, "
+                                    "schema) plus one per table it copies at once (N+1), so at least 2");
+}
+
+/// Ends a set: the end state from the tables' and the set's own step, then wakes the waiters.
+inline void finish_set(DatabaseOperation::State& state, JobState end, std::string error) {
+    std::lock_guard lock(state.mu);
+    state.end = end;
+    state.error = std::move(error);
+    state.finished = true;
+    state.cv.notify_all();
+}
+
+/// Waits for every table job; returns the set's state so far and the first failure's text.
+inline std::pair<JobState, std::string> wait_tables(const std::vector<JobHandle>& handles) {
+    JobState end = JobState::succeeded;
+    std::string error;
+    for (const auto& h : handles) {
+        const JobState s = h.wait();
+        if (s == JobState::failed) {
+            if (end != JobState::failed) error = h.progress().name + ": " + h.error();
+            end = JobState::failed;
+        } else if (s == JobState::cancelled && end == JobState::succeeded) {
+            end = JobState::cancelled;
+            error = h.progress().name + " was cancelled";
+        }
+    }
+    return {end, error};
+}
+
+} // namespace detail
+
+/// Backs up every table of the runner's database (or DatabaseBackupOptions::tables) into the new
+/// directory `dest_dir` (it must not exist, or be empty), one job per table through `runner`,
+/// all reading one snapshot, schema included (pg_dump), manifest written last; see the file
+/// comment. Returns at once with the table jobs submitted. Throws, before any job runs, when the
+/// pool cannot give the leader and a table job a connection each (std::invalid_argument), when
+/// the directory is unusable or pg_dump is missing (io::Error / Error), or when a table is locked.
+template <class Runner>
+[[nodiscard]] DatabaseOperation backup_database(Runner& runner, std::filesystem::path dest_dir,
+                                                DatabaseBackupOptions options = {}) {
+    namespace fs = std::filesystem;
+    auto& pool = runner.pool();
+    detail::require_leader_and_one(pool.stats().max_size, "backup_database");
+    std::error_code ec;
+    if (fs::exists(dest_dir, ec) && !fs::is_empty(dest_dir, ec))
+        throw io::Error("cannot back up into " + detail::file_quoted(dest_dir) + ": the directory is not empty", EEXIST);
+    fs::create_directories(dest_dir, ec);
+    if (ec) throw io::Error("cannot create " + detail::file_quoted(dest_dir) + ": " + ec.message(), ec.value());
+    ::chmod(dest_dir.c_str(), 0700);
+
+    auto leader = std::make_shared<decltype(pool.acquire())>(pool.acquire());
+    Connection& c = **leader;
+    const std::string what = "backup of " + c.where() + " to " + detail::file_quoted(dest_dir);
+    std::vector<detail::SetTable> tables;
+    std::string snapshot;
+    try {
+        c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        snapshot = *c.query_value("SELECT pg_export_snapshot()");
+        tables = detail::list_and_lock_tables(c, options.tables, options.lock_timeout);
+        const int major = std::stoi(*c.query_value("SELECT current_setting('server_version_num')")) / 10000;
+        const fs::path pg_dump = detail::find_pg_dump(options.pg_dump, major);
+        if (const int tool = detail::pg_dump_major(pg_dump, c.handle()); tool < major)
+            throw Error("pg_dump at '" + pg_dump.string() + "' is version " + std::to_string(tool) +
+                            ", older than the server's " + std::to_string(major) + " (it cannot dump it)",
+                        "");
+        detail::dump_section(pg_dump, c.handle(), snapshot, "pre-data", tables, !options.tables.empty(),
+                             options.lock_timeout, dest_dir, detail::pre_data_file);
+        detail::dump_section(pg_dump, c.handle(), snapshot, "post-data", tables, !options.tables.empty(),
+                             options.lock_timeout, dest_dir, detail::post_data_file);
+        detail::write_set_file(dest_dir, detail::sequences_file, detail::sequence_values(c).dump(2) + "\n");
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& t : tables)
+            list.push_back({{"schema", t.table.schema}, {"name", t.table.name}, {"file", t.file}, {"size", t.size}});
+        detail::write_set_file(dest_dir, detail::tables_file, list.dump(2) + "\n");
+    } catch (const Error& e) {
+        leader->discard(); // its transaction may be anywhere
+        if (e.sqlstate() == "55P03")
+            throw Error(what + ": a table is locked by another session (lock_not_available; set lock_timeout to wait): " +
+                            e.what(),
+                        e.sqlstate());
+        throw Error(what + ": " + e.what(), e.sqlstate());
+    }
+
+    auto state = std::make_shared<DatabaseOperation::State>();
+    TableBackupOptions table_options = options.table;
+    table_options.snapshot = snapshot;
+    table_options.overwrite = false;
+    table_options.lock_timeout = options.lock_timeout;
+    for (const auto& t : tables) state->handles.push_back(runner.submit(backup_table(t.table, dest_dir / t.file, table_options)));
+    state->finisher = std::thread([state_ptr = state.get(), leader, tables, dest_dir, what] {
+        auto [end, error] = detail::wait_tables(state_ptr->handles);
+        if (end == JobState::succeeded) {
+            try {
+                io::Manifest manifest;
+                for (const char* name : {detail::pre_data_file, detail::post_data_file, detail::sequences_file,
+                                         detail::tables_file})
+                    manifest.files.push_back(io::manifest_entry(dest_dir, name));
+                for (const auto& t : tables) manifest.files.push_back(io::manifest_entry(dest_dir, t.file));
+                io::write_manifest(dest_dir, manifest);
+                (*leader)->exec("COMMIT");
+            } catch (const std::exception& e) {
+                end = JobState::failed;
+                error = what + ": " + e.what();
+            }
+        }
+        if (end != JobState::succeeded) leader->discard();
+        leader->release();
+        detail::finish_set(*state_ptr, end, std::move(error));
+    });
+    return DatabaseOperation(std::move(state));
+}
+
+/// Restores the backup set in `src_dir` into the runner's database: the manifest is checked
+/// first, then pre-data schema, the tables in parallel (one restore_table job each, largest first),
+/// then post-data and sequences; see the file comment. Into an empty database it recreates the
+/// schema and the data. Returns at once with the table jobs submitted; throws, before touching the
+/// database, when the set is incomplete or changed (io::Error naming the file), and when the
+/// pre-data schema fails (Error, nothing of it kept: it runs in one transaction).
+template <class Runner>
+[[nodiscard]] DatabaseOperation restore_database(Runner& runner, std::filesystem::path src_dir,
+                                                 DatabaseRestoreOptions options = {}) {
+    auto& pool = runner.pool();
+    detail::require_leader_and_one(pool.stats().max_size, "restore_database");
+    detail::check_lock_timeout(options.lock_timeout, "DatabaseRestoreOptions");
+    (void)io::verify_manifest(src_dir);
+    const auto list = nlohmann::json::parse(detail::read_set_file(src_dir / detail::tables_file), nullptr, false);
+    const auto sequences =
+        nlohmann::json::parse(detail::read_set_file(src_dir / detail::sequences_file), nullptr, false);
+    if (!list.is_array() || !sequences.is_array())
+        throw io::Error("backup set " + detail::file_quoted(src_dir) + " has a malformed tables.json or sequences.json", EINVAL);
+    std::vector<detail::SetTable> tables;
+    for (const auto& t : list) tables.push_back({Table{t.at("schema").get<std::string>(), t.at("name").get<std::string>()},
+                                                 t.at("file").get<std::string>(), t.at("size").get<std::uint64_t>()});
+    const std::string pre = detail::without_restrict(detail::read_set_file(src_dir / detail::pre_data_file));
+    const std::string post = detail::without_restrict(detail::read_set_file(src_dir / detail::post_data_file));
+
+    auto leader = std::make_shared<decltype(pool.acquire())>(pool.acquire());
+    Connection& c = **leader;
+    const std::string what = "restore of " + detail::file_quoted(src_dir) + " into " + c.where();
+    try {
+        c.exec("BEGIN");
+        c.exec(pre);
+        c.exec("COMMIT");
+    } catch (const Error& e) {
+        leader->discard();
+        throw Error(what + ": the pre-data schema failed (nothing of it was kept): " + e.what(), e.sqlstate());
+    }
+    auto state = std::make_shared<DatabaseOperation::State>();
+    TableRestoreOptions table_options;
+    table_options.lock_timeout = options.lock_timeout;
+    for (const auto& t : tables)
+        state->handles.push_back(runner.submit(restore_table(t.table, src_dir / t.file, table_options)));
+    state->finisher = std::thread([state_ptr = state.get(), leader, post, sequences, what] {
+        auto [end, error] = detail::wait_tables(state_ptr->handles);
+        if (end == JobState::succeeded) {
+            try {
+                Connection& conn = **leader;
+                conn.exec("BEGIN");
+                conn.exec(post);
+                for (const auto& s : sequences)
+                    conn.query("SELECT pg_catalog.setval($1::regclass, $2::bigint, $3::bool)",
+                               {detail::qualified(conn.handle(), Table{s.at("schema").get<std::string>(),
+                                                                       s.at("name").get<std::string>()}),
+                                s.at("last_value").get<std::string>(),
+                                std::string(s.at("is_called").get<bool>() ? "true" : "false")});
+                conn.exec("COMMIT");
+            } catch (const std::exception& e) {
+                end = JobState::failed;
+                error = what + ": post-data schema or sequences failed (the tables' data is in place): " + e.what();
+            }
+        }
+        leader->discard(); // the session ran pg_dump's SET commands: not for reuse
+        detail::finish_set(*state_ptr, end, std::move(error));
+    });
+    return DatabaseOperation(std::move(state));
+}
+
+} // namespace connpool::postgres

@@ -1,0 +1,169 @@
+#pragma once
+
+// postgres::restore_table: a table backup file checked whole (header, checksum, counts, columns
+// against the table) before anything is touched, then, in one transaction, TRUNCATE + COPY FROM
+// STDIN, so the table's contents become the backup's or (any error, a cancel, a file that
+// changed meanwhile) stay what they were: the COPY is ended with an error and rolled back.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include <libpq-fe.h>
+
+#include "../jobs.hpp"
+#include "catalog.hpp"
+#include "connection.hpp"
+#include "copy_stream.hpp"
+#include "error.hpp"
+#include "table.hpp"
+#include "table_file.hpp"
+
+namespace connpool::postgres {
+
+/// How restore_table() loads. Every field has a default.
+struct TableRestoreOptions {
+    /// How long to wait for the table's ACCESS EXCLUSIVE lock (TRUNCATE needs it). Default 0 =
+    /// fail at once when another session uses the table, naming the lock.
+    std::chrono::milliseconds lock_timeout{0};
+};
+
+namespace detail {
+
+inline std::string describe_columns(const std::vector<ColumnInfo>& columns) {
+    std::string out;
+    for (const auto& c : columns) out += (out.empty() ? "" : ", ") + c.name + " " + c.type;
+    return "(" + out + ")";
+}
+
+/// Sends `size` bytes of COPY data in nonblocking mode, waiting for the socket as needed; returns
+/// false when stopped.
+inline bool put_copy_data(PGconn* conn, const char* data, std::size_t size, ProgressReporter& reporter,
+                          const std::string& what) {
+    const auto stop = [&] { return reporter.stop_requested(); };
+    while (size > 0) {
+        const int chunk = static_cast<int>(std::min<std::size_t>(size, 1 << 20));
+        const int rc = PQputCopyData(conn, data, chunk);
+        if (rc < 0) throw_result(conn, nullptr, "sending COPY data failed");
+        if (rc == 0) { // libpq's buffer is full: wait until the server takes more
+            if (!wait_socket(conn, POLLOUT, stop, what)) return false;
+            if (PQflush(conn) < 0) throw_result(conn, nullptr, "sending COPY data failed");
+            continue;
+        }
+        data += chunk;
+        size -= static_cast<std::size_t>(chunk);
+    }
+    // Keep the pipe moving, and read what the server says meanwhile (an early error).
+    if (PQflush(conn) < 0 || PQconsumeInput(conn) == 0) throw_result(conn, nullptr, "sending COPY data failed");
+    return true;
+}
+
+/// Ends a COPY FROM STDIN with an error, so the server discards it; the transaction is then
+/// rolled back by settle().
+inline void abort_copy_in(PGconn* conn, const char* why) noexcept {
+    PQsetnonblocking(conn, 0);
+    PQputCopyEnd(conn, why);
+    drain_results(conn);
+}
+
+inline void run_table_restore(Connection& c, const Table& table, const std::filesystem::path& src,
+                              const TableRestoreOptions& options, ProgressReporter& reporter) {
+    const std::string what = "restore of table " + table.display() + " from " + file_quoted(src);
+    PGconn* conn = c.handle();
+    run_settled(conn, what, [&] {
+        reporter.set_phase("checking the file");
+        TableFileReader reader(src);
+        if (!reader.read_data([&](const char*, std::size_t) { return !reporter.stop_requested(); })) return;
+        const TableFileHeader& header = reader.header();
+        reporter.set_total(reader.data_bytes(), "bytes");
+
+        c.exec("BEGIN");
+        c.exec("SET LOCAL client_encoding = " + quote_literal(conn, header.encoding));
+        lock_table(c, table, "ACCESS EXCLUSIVE", options.lock_timeout);
+        const auto columns = table_columns(c, table);
+        if (columns != header.columns)
+            throw OperationError(what + ": the table's columns " + describe_columns(columns) +
+                                 " differ from the backup's " + describe_columns(header.columns) +
+                                 "; nothing was changed");
+        c.exec("TRUNCATE ONLY " + qualified(conn, table));
+        const std::string sql = "COPY " + qualified(conn, table) +
+                                (columns.empty() ? std::string() : " " + column_list(conn, columns)) + " FROM STDIN" +
+                                (header.format == CopyFormat::binary ? " (FORMAT binary)" : "");
+        if (PQsendQuery(conn, sql.c_str()) != 1) throw_result(conn, nullptr, "cannot start the COPY");
+        {
+            const ResultPtr started = first_result(conn, reporter, what);
+            if (!started) return settle_or_throw(conn, what);
+            if (PQresultStatus(started.get()) != PGRES_COPY_IN) throw_result(conn, started.get(), "COPY failed");
+        }
+        reporter.set_phase("copying");
+        PQsetnonblocking(conn, 1);
+        bool stopped = false;
+        try {
+            reader.read_data([&](const char* p, std::size_t n) {
+                if (reporter.stop_requested() || !put_copy_data(conn, p, n, reporter, what)) {
+                    stopped = true;
+                    return false;
+                }
+                reporter.advance(n);
+                return true;
+            });
+        } catch (const std::exception&) {
+            // The file changed since it was checked, or the link failed: the COPY must not end well.
+            abort_copy_in(conn, "connpool: the backup file failed while it was read");
+            throw;
+        }
+        if (stopped) {
+            abort_copy_in(conn, "connpool: restore cancelled");
+            return settle_or_throw(conn, what);
+        }
+        for (;;) {
+            const int rc = PQputCopyEnd(conn, nullptr);
+            if (rc < 0) throw_result(conn, nullptr, "ending the COPY failed");
+            if (rc == 1) break;
+            if (!wait_socket(conn, POLLOUT, [] { return false; }, what)) break;
+        }
+        for (int rc; (rc = PQflush(conn)) != 0;) {
+            if (rc < 0) throw_result(conn, nullptr, "ending the COPY failed");
+            wait_socket(conn, POLLOUT, [] { return false; }, what);
+        }
+        PQsetnonblocking(conn, 0);
+        {
+            // The server may still be busy with the rows (triggers, indexes): a stop now cancels it.
+            const ResultPtr end = first_result(conn, reporter, what);
+            if (!end) return settle_or_throw(conn, what);
+            if (!end || PQresultStatus(end.get()) != PGRES_COMMAND_OK) throw_result(conn, end.get(), "COPY failed");
+            const char* n = PQcmdTuples(end.get());
+            if (n != nullptr && *n != '\0' && std::stoull(n) != reader.rows())
+                throw OperationError(what + ": the server took " + std::string(n) + " rows; the backup has " +
+                                     std::to_string(reader.rows()));
+        }
+        drain_results(conn);
+        if (reporter.stop_requested()) return settle_or_throw(conn, what); // last chance: roll back
+        c.exec("COMMIT");
+        reporter.set_phase("done: " + std::to_string(reader.rows()) + " rows");
+    });
+}
+
+} // namespace detail
+
+/// Returns a job that makes `table`'s contents equal those of the table backup at `src`: the file
+/// is checked first (magic, header, checksum, data size and row count, the columns against the
+/// table's), then one transaction truncates the table and loads the rows with COPY FROM STDIN.
+/// Any failure or a cancel ends the COPY with an error and rolls back, leaving the table as it
+/// was. Progress is in bytes of COPY data (exact). Throws std::invalid_argument for bad options.
+[[nodiscard]] inline Job<Connection> restore_table(Table table, std::filesystem::path src,
+                                                   TableRestoreOptions options = {}) {
+    if (src.empty()) throw std::invalid_argument("connpool::postgres::restore_table: the source path is empty");
+    detail::check_lock_timeout(options.lock_timeout, "TableRestoreOptions");
+    std::string name = table.display();
+    return Job<Connection>{std::move(name), JobKind::restore,
+                           [table = std::move(table), src = std::move(src),
+                            options](Connection& c, ProgressReporter& reporter) {
+                               detail::run_table_restore(c, table, src, options, reporter);
+                           }};
+}
+
+} // namespace connpool::postgres

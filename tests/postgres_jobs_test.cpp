@@ -1,0 +1,511 @@
+// The PostgreSQL table jobs against a real server: backup_table / restore_table round trips of
+// awkward data in every format, hostile identifiers, files refused whole with the table left as
+// it was, cancels in the middle of a COPY in both directions, lock conflicts that fail fast, and
+// more jobs than connections.
+
+#include <connpool/jobs.hpp>
+#include <connpool/pool.hpp>
+#include <connpool/postgres.hpp>
+
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pg_fixtures.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace pg = connpool::postgres;
+using namespace std::chrono_literals;
+using connpool::JobState;
+using connpool::testing::PgPool;
+using connpool::testing::PgRunner;
+using connpool::testing::PgServer;
+using connpool::testing::PgTest;
+using connpool::testing::pg_pool_options;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr int kManyRows = 100'000; // the 1M-row case, kept modest under sanitizers
+#else
+constexpr int kManyRows = 1'000'000;
+#endif
+
+/// A fixture with a pool of `pool_size` on the test's database, a runner, and a scratch directory.
+class PostgresTableJobs : public PgTest {
+protected:
+    void SetUp() override {
+        PgTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
+        dir_ = fs::temp_directory_path() / ("connpool-pgjobs-" + db_);
+        fs::remove_all(dir_);
+        fs::create_directories(dir_);
+        admin_.emplace(direct());
+    }
+    void TearDown() override {
+        runner_.reset();
+        pool_.reset();
+        admin_.reset();
+        if (!dir_.empty()) fs::remove_all(dir_);
+        PgTest::TearDown();
+    }
+
+    PgRunner& runner(std::size_t pool_size = 2) {
+        if (!runner_) {
+            pool_.emplace(factory(), pg_pool_options(pool_size));
+            runner_.emplace(*pool_);
+        }
+        return *runner_;
+    }
+
+    /// Runs `job` to its end; returns the end state (the error is in last_error_).
+    JobState run(connpool::Job<pg::Connection> job) {
+        auto handle = runner().submit(std::move(job));
+        const JobState end = handle.wait();
+        last_error_ = handle.error();
+        return end;
+    }
+
+    pg::Connection& sql() { return *admin_; }
+
+    /// Returns a digest of the table's contents: row count and the md5 of its rows as text, sorted.
+    std::string fingerprint(const std::string& qualified) {
+        return *sql().query_value("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY "
+                                  "t::text)), '') FROM " + qualified + " t");
+    }
+
+    /// Creates public.awkward with every kind of value the issue lists, `rows` rows of it.
+    void create_awkward(int rows = 300) {
+        sql().exec("CREATE TABLE awkward (id int PRIMARY KEY, t text, b bytea, n numeric, ts timestamptz, "
+                   "j jsonb, a int[], ta text[], f float8, flag bool, u uuid)");
+        sql().exec("INSERT INTO awkward VALUES (0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)");
+        // Every byte value, in one bytea and across rows.
+        sql().exec("INSERT INTO awkward (id, b) SELECT 1, string_agg(set_byte('\\x00'::bytea, 0, i), ''::bytea) "
+                   "FROM generate_series(0, 255) i");
+        sql().query("INSERT INTO awkward (id, t, ta, j) VALUES (2, $1, ARRAY[$1, NULL, ''], jsonb_build_object('k', $1))",
+                    {std::string("tab\there\nnewline\r\\backslash \\N \\. ünïcødé 日本語 🎉 \"quote\" 'apos' ,;|")});
+        sql().exec("INSERT INTO awkward (id, t) VALUES (3, ''), (4, '\\N'), (5, E'\\\\.')");
+        sql().exec("INSERT INTO awkward SELECT i, repeat(md5(i::text), 1 + i % 5), decode(md5(i::text), 'hex'), "
+                   "(i * 1.000000000000000001)::numeric / 7, '2001-02-03 04:05:06.789+00'::timestamptz + i * '1 "
+                   "hour 1.5 sec'::interval, jsonb_build_object('i', i, 'nested', jsonb_build_array(i, NULL, 'x')), "
+                   "ARRAY[i, -i, NULL], ARRAY['a' || i, NULL], i / 3.0, i % 2 = 0, md5(i::text)::uuid "
+                   "FROM generate_series(10, " + std::to_string(10 + rows) + ") i");
+        sql().exec("INSERT INTO awkward (id, f, n) VALUES (6, 'NaN', 'NaN'), (7, 'Infinity', -0.0), (8, '-Infinity', 1e-30)");
+    }
+
+    fs::path dir_;
+    std::optional<pg::Connection> admin_;
+    std::optional<PgPool> pool_;
+    std::optional<PgRunner> runner_;
+    std::string last_error_;
+};
+
+TEST_F(PostgresTableJobs, a_round_trip_restores_awkward_values_exactly_in_every_format) {
+    create_awkward();
+    const std::string before = fingerprint("awkward");
+    struct Variant {
+        pg::CopyFormat format;
+        pg::Compression compression;
+    };
+    for (const auto v : {Variant{pg::CopyFormat::text, pg::Compression::zstd}, Variant{pg::CopyFormat::text, pg::Compression::none},
+                         Variant{pg::CopyFormat::binary, pg::Compression::zstd}}) {
+        SCOPED_TRACE(static_cast<int>(v.format) * 10 + static_cast<int>(v.compression));
+        const fs::path file = dir_ / ("awkward-" + std::to_string(static_cast<int>(v.format)) +
+                                      std::to_string(static_cast<int>(v.compression)));
+        pg::TableBackupOptions o;
+        o.format = v.format;
+        o.compression = v.compression;
+        ASSERT_EQ(run(pg::backup_table({"awkward"}, file, o)), JobState::succeeded) << last_error_;
+        struct stat st {};
+        ASSERT_EQ(::stat(file.c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & 0777, 0600u);
+        // Change the table every way: the restore must make it equal the backup again.
+        sql().exec("DELETE FROM awkward WHERE id % 3 = 0; UPDATE awkward SET t = 'changed' WHERE id % 3 = 1; "
+                   "INSERT INTO awkward (id) VALUES (-1)");
+        ASSERT_NE(fingerprint("awkward"), before);
+        ASSERT_EQ(run(pg::restore_table({"awkward"}, file)), JobState::succeeded) << last_error_;
+        EXPECT_EQ(fingerprint("awkward"), before);
+    }
+    // The bytea with every byte value came back byte for byte.
+    EXPECT_EQ(sql().query_value("SELECT length(b) || ':' || md5(b) FROM awkward WHERE id = 1"),
+              sql().query_value("SELECT '256:' || md5(string_agg(set_byte('\\x00'::bytea, 0, i), ''::bytea)) FROM "
+                                "generate_series(0, 255) i"));
+}
+
+TEST_F(PostgresTableJobs, wide_rows_and_a_million_rows_round_trip_with_progress_in_bytes) {
+    sql().exec("CREATE TABLE wide (id int, big text, cols text)");
+    sql().exec("INSERT INTO wide SELECT i, repeat(chr(65 + i), 2000000), repeat('x,', 100) FROM generate_series(0, 4) i");
+    sql().exec("CREATE TABLE many (id bigint, v text)");
+    sql().exec("INSERT INTO many SELECT i, 'value ' || i FROM generate_series(1, " + std::to_string(kManyRows) + ") i");
+    for (const std::string table : {"wide", "many"}) {
+        const std::string before = fingerprint(table);
+        const fs::path file = dir_ / table;
+        std::vector<connpool::Progress> seen;
+        auto h = runner().submit(pg::backup_table({table}, file), [&](const connpool::Progress& p) { seen.push_back(p); });
+        ASSERT_EQ(h.wait(), JobState::succeeded) << h.error();
+        const auto& last = seen.back();
+        EXPECT_EQ(last.unit, "bytes");
+        EXPECT_EQ(last.done, last.total);
+        EXPECT_GT(last.done, table == "wide" ? 10'000'000u : 10u * kManyRows);
+        EXPECT_LT(fs::file_size(file), last.done / 3) << "zstd should shrink repetitive COPY text";
+        sql().exec("TRUNCATE " + table);
+        ASSERT_EQ(run(pg::restore_table({table}, file)), JobState::succeeded) << last_error_;
+        EXPECT_EQ(fingerprint(table), before);
+    }
+}
+
+TEST_F(PostgresTableJobs, hostile_schema_table_and_column_names_work) {
+    const std::string schema = "we\"ird sch.ema;";
+    const std::string table = "Ta;ble \"x\". DROP TABLE awkward; --";
+    PGconn* c = sql().handle();
+    const std::string q = pg::detail::quote_identifier(c, schema) + "." + pg::detail::quote_identifier(c, table);
+    sql().exec("CREATE SCHEMA " + pg::detail::quote_identifier(c, schema));
+    sql().exec("CREATE TABLE " + q + " (\"Col \"\"1\"\"\" int, \"select\" text, \"a.b\" text)");
+    sql().exec("INSERT INTO " + q + " SELECT i, 'v' || i, NULL FROM generate_series(1, 50) i");
+    const std::string before = fingerprint(q);
+    const fs::path file = dir_ / "hostile";
+    ASSERT_EQ(run(pg::backup_table({schema, table}, file)), JobState::succeeded) << last_error_;
+    sql().exec("DELETE FROM " + q + " WHERE \"Col \"\"1\"\"\" < 25");
+    ASSERT_EQ(run(pg::restore_table({schema, table}, file)), JobState::succeeded) << last_error_;
+    EXPECT_EQ(fingerprint(q), before);
+}
+
+TEST_F(PostgresTableJobs, damaged_truncated_empty_or_foreign_files_are_refused_and_the_table_is_unchanged) {
+    create_awkward(2000);
+    const fs::path good = dir_ / "good";
+    pg::TableBackupOptions raw;
+    raw.compression = pg::Compression::none; // a flipped byte in raw data still decodes: only the checksum sees it
+    ASSERT_EQ(run(pg::backup_table({"awkward"}, good, raw)), JobState::succeeded) << last_error_;
+    const fs::path zgood = dir_ / "zgood";
+    ASSERT_EQ(run(pg::backup_table({"awkward"}, zgood)), JobState::succeeded) << last_error_;
+    sql().exec("DELETE FROM awkward WHERE id > 100");
+    const std::string before = fingerprint("awkward");
+
+    auto bytes_of = [](const fs::path& p) {
+        std::ifstream in(p, std::ios::binary);
+        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    auto write = [&](const std::string& name, const std::string& content) {
+        std::ofstream(dir_ / name, std::ios::binary | std::ios::trunc) << content;
+        return dir_ / name;
+    };
+    const std::string text = bytes_of(good);
+    const std::string ztext = bytes_of(zgood);
+    std::string flipped = text;
+    flipped[text.size() / 2] ^= 0x01;
+    std::string zflipped = ztext;
+    zflipped[ztext.size() / 2] ^= 0x40;
+    std::string counts = text; // the trailer's row count changed, checksum left alone
+    counts[counts.size() - 63 + 4 + 19] ^= 0x01;
+    const std::vector<std::pair<fs::path, std::string>> cases{
+        {write("empty", ""), "empty"},
+        {write("garbage", "PGDMP this is not a connpool file\n"), "not a connpool table backup"},
+        {write("header-only", text.substr(0, text.find('\n', 20) + 1)), "truncated"},
+        {write("truncated", text.substr(0, text.size() - 10)), "unusable"},
+        {write("cut-in-data", text.substr(0, text.size() / 2)), "unusable"},
+        {write("flipped", flipped), "checksum"},
+        {write("zflipped", zflipped), "unusable"},
+        {write("counts", counts), "checksum"},
+        {write("grown", text + "more"), "unusable"},
+        {dir_ / "missing", "cannot read"},
+    };
+    for (const auto& [file, why] : cases) {
+        SCOPED_TRACE(file.filename().string());
+        EXPECT_EQ(run(pg::restore_table({"awkward"}, file)), JobState::failed);
+        EXPECT_NE(last_error_.find(file.string()), std::string::npos) << last_error_;
+        EXPECT_NE(last_error_.find(why), std::string::npos) << last_error_;
+        EXPECT_EQ(fingerprint("awkward"), before);
+    }
+    // A file for other columns is refused before the table is touched too.
+    sql().exec("CREATE TABLE other (id int, t text)");
+    sql().exec("INSERT INTO other VALUES (1, 'keep')");
+    EXPECT_EQ(run(pg::restore_table({"other"}, good)), JobState::failed);
+    EXPECT_NE(last_error_.find("differ from the backup's"), std::string::npos) << last_error_;
+    EXPECT_EQ(sql().query_value("SELECT string_agg(t, ',') FROM other"), "keep");
+    // The pool kept its connections through all of that (they were settled, not discarded).
+    EXPECT_EQ(pool_->stats().discarded, 0u);
+}
+
+TEST_F(PostgresTableJobs, an_existing_destination_is_kept_unless_overwrite_is_set) {
+    sql().exec("CREATE TABLE t (a int); INSERT INTO t VALUES (1)");
+    const fs::path file = dir_ / "t.backup";
+    std::ofstream(file) << "precious";
+    EXPECT_EQ(run(pg::backup_table({"t"}, file)), JobState::failed);
+    EXPECT_NE(last_error_.find("exists"), std::string::npos) << last_error_;
+    std::ifstream in(file);
+    std::string content;
+    in >> content;
+    EXPECT_EQ(content, "precious");
+    pg::TableBackupOptions o;
+    o.overwrite = true;
+    EXPECT_EQ(run(pg::backup_table({"t"}, file, o)), JobState::succeeded) << last_error_;
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1) << "no temp files left";
+}
+
+TEST_F(PostgresTableJobs, a_table_locked_by_another_session_fails_fast_naming_the_lock) {
+    sql().exec("CREATE TABLE t (a int); INSERT INTO t VALUES (1)");
+    pg::Connection holder = direct();
+    holder.exec("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE");
+    EXPECT_EQ(run(pg::backup_table({"t"}, dir_ / "t")), JobState::failed);
+    EXPECT_NE(last_error_.find("locked by another session"), std::string::npos) << last_error_;
+    EXPECT_FALSE(fs::exists(dir_ / "t"));
+    holder.exec("ROLLBACK");
+    ASSERT_EQ(run(pg::backup_table({"t"}, dir_ / "t")), JobState::succeeded) << last_error_;
+    holder.exec("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE");
+    EXPECT_EQ(run(pg::restore_table({"t"}, dir_ / "t")), JobState::failed);
+    EXPECT_NE(last_error_.find("locked by another session"), std::string::npos) << last_error_;
+}
+
+/// Waits until a session of `user` runs a statement starting with `prefix` (or the guard ends).
+bool wait_for_running(pg::Connection& c, const std::string& user, const std::string& prefix) {
+    for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
+        if (c.query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active' AND "
+                          "query LIKE $2",
+                          {user, prefix + "%"}) != "0")
+            return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return false;
+}
+
+TEST_F(PostgresTableJobs, a_cancel_stops_a_running_backup_copy_on_the_server_and_leaves_no_file) {
+    // A policy that takes 20 ms a row makes the COPY last 40 s unless it is cancelled. Policies
+    // do not apply to superusers, so the pool logs in as a plain role.
+    sql().exec("CREATE ROLE slow_reader LOGIN PASSWORD 'reader-pw'");
+    sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 5000) FROM generate_series(1, 2000) i");
+    sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
+    sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true()); "
+               "GRANT SELECT ON t TO slow_reader");
+    const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
+                                 " user=slow_reader password=reader-pw dbname=" + db_;
+    PgPool pool(pg::Factory(conninfo), pg_pool_options(1));
+    PgRunner runner(pool);
+    auto h = runner.submit(pg::backup_table({"t"}, dir_ / "t"));
+    ASSERT_TRUE(wait_for_running(sql(), "slow_reader", "COPY"));
+    const auto asked = std::chrono::steady_clock::now();
+    h.cancel();
+    ASSERT_TRUE(h.wait_for(10s)) << "the cancel did not stop the COPY";
+    const auto took = std::chrono::steady_clock::now() - asked;
+    EXPECT_EQ(h.wait(), JobState::cancelled) << h.error();
+    EXPECT_EQ(sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'slow_reader' AND state = "
+                                "'active'"),
+              "0");
+    EXPECT_FALSE(fs::exists(dir_ / "t"));
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 0) << "a temp file was left";
+    // The connection went back clean and works.
+    EXPECT_EQ(pool.stats().discarded, 0u);
+    auto lease = pool.acquire();
+    EXPECT_FALSE(lease->in_transaction());
+    EXPECT_EQ(lease->query_value("SELECT 1"), "1");
+    std::printf("backup cancel: the job ended %lld ms after the cancel\n",
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+}
+
+TEST_F(PostgresTableJobs, a_cancel_stops_a_running_restore_copy_and_the_table_is_unchanged) {
+    sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 3000) i");
+    ASSERT_EQ(run(pg::backup_table({"t"}, dir_ / "t")), JobState::succeeded) << last_error_;
+    sql().exec("DELETE FROM t WHERE id > 10");
+    const std::string before = fingerprint("t");
+    // A trigger that takes 20 ms a row makes the load last a minute unless it is cancelled.
+    sql().exec("CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+               "'BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END'");
+    sql().exec("CREATE TRIGGER slow BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION slow_row()");
+    auto h = runner(1).submit(pg::restore_table({"t"}, dir_ / "t"));
+    ASSERT_TRUE(wait_for_running(sql(), PgServer::user, "COPY"));
+    h.cancel();
+    ASSERT_TRUE(h.wait_for(10s)) << "the cancel did not stop the COPY";
+    EXPECT_EQ(h.wait(), JobState::cancelled) << h.error();
+    EXPECT_EQ(fingerprint("t"), before);
+    EXPECT_EQ(pool_->stats().discarded, 0u);
+    auto lease = pool_->acquire();
+    EXPECT_FALSE(lease->in_transaction());
+    EXPECT_EQ(lease->query_value("SELECT count(*) FROM t"), "10");
+}
+
+TEST_F(PostgresTableJobs, more_table_jobs_than_connections_all_succeed_through_a_small_pool) {
+    constexpr int tables = 8;
+    std::vector<std::string> before;
+    for (int i = 0; i < tables; ++i) {
+        const std::string name = "t" + std::to_string(i);
+        sql().exec("CREATE TABLE " + name + " (id int, v text); INSERT INTO " + name + " SELECT g, md5(g::text) FROM "
+                   "generate_series(1, " + std::to_string(1000 * (i + 1)) + ") g");
+        before.push_back(fingerprint(name));
+    }
+    auto& r = runner(2);
+    std::vector<connpool::JobHandle> handles;
+    for (int i = 0; i < tables; ++i)
+        handles.push_back(r.submit(pg::backup_table({"t" + std::to_string(i)}, dir_ / ("t" + std::to_string(i)))));
+    for (auto& h : handles) EXPECT_EQ(h.wait(), JobState::succeeded) << h.error();
+    EXPECT_LE(pool_->stats().created, 2u);
+    for (int i = 0; i < tables; ++i) sql().exec("TRUNCATE t" + std::to_string(i));
+    handles.clear();
+    for (int i = 0; i < tables; ++i)
+        handles.push_back(r.submit(pg::restore_table({"t" + std::to_string(i)}, dir_ / ("t" + std::to_string(i)))));
+    for (auto& h : handles) EXPECT_EQ(h.wait(), JobState::succeeded) << h.error();
+    for (int i = 0; i < tables; ++i) EXPECT_EQ(fingerprint("t" + std::to_string(i)), before[static_cast<std::size_t>(i)]);
+}
+
+TEST_F(PostgresTableJobs, invalid_options_are_refused_at_once_naming_the_field) {
+    pg::TableBackupOptions o;
+    o.zstd_level = 99;
+    try {
+        (void)pg::backup_table({"t"}, dir_ / "t", o);
+        FAIL();
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("zstd_level"), std::string::npos);
+        EXPECT_NE(std::string(e.what()).find("99"), std::string::npos);
+    }
+    EXPECT_THROW((void)pg::restore_table({"t"}, ""), std::invalid_argument);
+}
+
+/// Database backups: a second, empty database to restore into, and a pool on it.
+class PostgresDatabaseJobs : public PostgresTableJobs {
+protected:
+    void TearDown() override {
+        target_runner_.reset();
+        target_pool_.reset();
+        if (!target_.empty()) server().psql("DROP DATABASE IF EXISTS " + target_ + " WITH (FORCE)");
+        PostgresTableJobs::TearDown();
+    }
+
+    /// Creates the empty target database and a runner with a pool of `size` on it.
+    PgRunner& target(std::size_t size = 3) {
+        target_ = db_ + "_r";
+        EXPECT_EQ(server().psql("CREATE DATABASE " + target_ + " TEMPLATE template0 ENCODING 'UTF8'"), 0);
+        target_pool_.emplace(pg::Factory(server().conninfo(target_)), pg_pool_options(size));
+        target_runner_.emplace(*target_pool_);
+        return *target_runner_;
+    }
+
+    pg::Connection target_sql() const { return pg::Factory(server().conninfo(target_)).create(); }
+
+    std::string target_;
+    std::optional<PgPool> target_pool_;
+    std::optional<PgRunner> target_runner_;
+};
+
+std::string fingerprint_on(pg::Connection& c, const std::string& qualified) {
+    return *c.query_value("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), "
+                          "'') FROM " + qualified + " t");
+}
+
+TEST_F(PostgresDatabaseJobs, a_database_restored_into_an_empty_one_has_the_same_schema_and_data) {
+    create_awkward(500);
+    sql().exec("CREATE SCHEMA \"Odd \"\"schema\"\"\"");
+    sql().exec("CREATE TABLE \"Odd \"\"schema\"\"\".\"Parent;\" (id serial PRIMARY KEY, name text UNIQUE CHECK (name <> ''))");
+    sql().exec("CREATE TABLE child (id bigserial PRIMARY KEY, parent int NOT NULL REFERENCES \"Odd \"\"schema\"\"\".\"Parent;\", "
+               "note text)");
+    sql().exec("CREATE INDEX child_note ON child (lower(note))");
+    sql().exec("CREATE VIEW child_names AS SELECT c.id, p.name FROM child c JOIN \"Odd \"\"schema\"\"\".\"Parent;\" p ON p.id = c.parent");
+    sql().exec("INSERT INTO \"Odd \"\"schema\"\"\".\"Parent;\" (name) SELECT 'p' || i FROM generate_series(1, 200) i");
+    sql().exec("INSERT INTO child (parent, note) SELECT 1 + i % 200, 'Note ' || i FROM generate_series(1, 5000) i");
+    sql().exec("CREATE TABLE empty_one (a int)");
+    const std::vector<std::string> tables{"awkward", "\"Odd \"\"schema\"\"\".\"Parent;\"", "child", "empty_one"};
+    std::vector<std::string> before;
+    for (const auto& t : tables) before.push_back(fingerprint(t));
+
+    auto backup = pg::backup_database(runner(3), dir_ / "set");
+    EXPECT_EQ(backup.tables().size(), 4u);
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    {
+        std::ifstream in(dir_ / "set" / "tables.json");
+        const std::string list((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::uint64_t last = UINT64_MAX;
+        for (std::size_t at = list.find("\"size\": "); at != std::string::npos; at = list.find("\"size\": ", at + 1)) {
+            const std::uint64_t size = std::stoull(list.substr(at + 8));
+            EXPECT_LE(size, last) << "largest first: " << list;
+            last = size;
+        }
+    }
+    const auto total = backup.progress();
+    EXPECT_EQ(total.tables_done, 4u);
+    EXPECT_EQ(total.done, total.total);
+    EXPECT_TRUE(fs::exists(dir_ / "set" / "manifest.json"));
+
+    auto restore = pg::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    pg::Connection t = target_sql();
+    for (std::size_t i = 0; i < tables.size(); ++i) EXPECT_EQ(fingerprint_on(t, tables[i]), before[i]) << tables[i];
+    // Post-data (indexes, constraints) and sequences came back too.
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_indexes WHERE indexname = 'child_note'"), "1");
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"), "1");
+    EXPECT_EQ(t.query_value("SELECT nextval('child_id_seq')"), "5001");
+    EXPECT_THROW(t.exec("INSERT INTO child (parent) VALUES (9999)"), pg::Error);
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM child_names"), "5000");
+}
+
+TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapshot_across_tables) {
+    // Money moves from a to b in single transactions; a backup that read the tables at different
+    // moments would see a total other than 1,000,000.
+    sql().exec("CREATE TABLE a (id int PRIMARY KEY, balance bigint, pad text); CREATE TABLE b (id int PRIMARY KEY, "
+               "balance bigint, pad text)");
+    sql().exec("INSERT INTO a SELECT i, 100, repeat('x', 200) FROM generate_series(1, 10000) i");
+    sql().exec("INSERT INTO b SELECT i, 0, repeat('y', 200) FROM generate_series(1, 10000) i");
+    std::atomic<bool> stop{false};
+    std::atomic<int> transfers{0};
+    std::thread writer([&] {
+        pg::Connection w = direct();
+        for (int i = 0; !stop.load(); ++i) {
+            const std::string id = std::to_string(1 + i % 10000);
+            w.exec("BEGIN; UPDATE a SET balance = balance - 1 WHERE id = " + id + "; UPDATE b SET balance = balance + 1 "
+                   "WHERE id = " + id + "; COMMIT");
+            transfers.fetch_add(1);
+        }
+    });
+    while (transfers.load() < 50) std::this_thread::sleep_for(1ms);
+    auto backup = pg::backup_database(runner(3), dir_ / "set");
+    const JobState end = backup.wait();
+    const int during = transfers.load();
+    stop = true;
+    writer.join();
+    ASSERT_EQ(end, JobState::succeeded) << backup.error();
+    auto restore = pg::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    pg::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT (SELECT sum(balance) FROM a) + (SELECT sum(balance) FROM b)"), "1000000");
+    EXPECT_GT(during, 50);
+}
+
+TEST_F(PostgresDatabaseJobs, a_table_locked_exclusively_fails_the_backup_at_once_naming_the_lock) {
+    sql().exec("CREATE TABLE t (a int); CREATE TABLE u (a int)");
+    pg::Connection holder = direct();
+    holder.exec("BEGIN; LOCK TABLE u IN ACCESS EXCLUSIVE MODE");
+    try {
+        auto backup = pg::backup_database(runner(3), dir_ / "set");
+        FAIL() << "started";
+    } catch (const pg::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("locked by another session"), std::string::npos) << e.what();
+        EXPECT_EQ(std::string(e.what()).find(PgServer::password), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "set" / "manifest.json"));
+}
+
+TEST_F(PostgresDatabaseJobs, a_pool_that_cannot_give_the_leader_and_a_table_a_connection_is_refused) {
+    try {
+        auto backup = pg::backup_database(runner(1), dir_ / "set");
+        FAIL() << "started";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("N+1"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(PostgresDatabaseJobs, a_set_with_a_changed_file_is_refused_before_the_target_is_touched) {
+    sql().exec("CREATE TABLE t (a int); INSERT INTO t SELECT generate_series(1, 1000)");
+    auto backup = pg::backup_database(runner(2), dir_ / "set");
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    std::ofstream(dir_ / "set" / "table-0001.copy", std::ios::app) << "x";
+    auto& r = target();
+    EXPECT_THROW((void)pg::restore_database(r, dir_ / "set"), connpool::io::Error);
+    pg::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_class WHERE relname = 't'"), "0");
+}
+
+} // namespace
