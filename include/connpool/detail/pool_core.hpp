@@ -82,6 +82,13 @@
 #include "thread_cache.hpp"
 #include "wait_histogram.hpp"
 
+// Test seam: a test that defines CONNPOOL_POOL_TEST_POINT(point) before including the pool
+// gets a call at the named points, to force an interleaving instead of hoping for it
+// (tests/pool_seam_test.cpp). Nobody else defines it, so it compiles to nothing.
+#ifndef CONNPOOL_POOL_TEST_POINT
+#define CONNPOOL_POOL_TEST_POINT(point) static_cast<void>(0)
+#endif
+
 namespace connpool::detail {
 
 /// The shared state behind a Pool; outlives the Pool while leases are out. Not for users.
@@ -427,6 +434,7 @@ private:
 
         // Then sleep in the idle queue, served in arrival order.
         Waiting waiting(*this);
+        CONNPOOL_POOL_TEST_POINT("acquire: registered as a waiter");
         for (;;) {
             check();
             const auto now = steady::now();
@@ -553,6 +561,7 @@ private:
     // Makes an owned slot without a connection vacant: free capacity, which a creator may use
     // at once for a waiter.
     void free_slot(Slot& s) noexcept {
+        CONNPOOL_POOL_TEST_POINT("free_slot: about to vacate");
         {
             std::lock_guard lock(control_);
             s.handed_out = false;
