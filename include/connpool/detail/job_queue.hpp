@@ -29,7 +29,10 @@ public:
     virtual void withdraw(Node& node) noexcept = 0;
 
 protected:
-    ~QueueWithdrawal() = default;
+    // Virtual, though nobody deletes through this base: JobRunner derives from it, and a
+    // class with virtual functions and a non-virtual destructor is one clang warns about
+    // whenever a user deletes it (std::unique_ptr, std::optional).
+    virtual ~QueueWithdrawal() = default;
 };
 
 /// A FIFO of Nodes linked through `Node::queue_link()`, holding a reference to each. Not
