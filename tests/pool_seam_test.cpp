@@ -58,18 +58,20 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds lim
 // the waiter count, then made the slot vacant; with the same two points placed there and between
 // the waiter's first look and its flagging sweep, this waiter slept until its deadline.)
 TEST(PoolSeam, a_slot_freed_while_a_waiter_goes_to_sleep_reaches_the_waiter) {
-    const ClearHook clear;
-    FakeFactory f;
-    connpool::PoolOptions o;
-    o.max_size = 1;
-    o.maintenance_interval = 0ms;
-    FakePool pool{f, o};
-    auto held = pool.acquire();
+    // Declared before the pool, so they outlive it: its destructor frees slots, and the hook
+    // is cleared (ClearHook, declared after the pool) before that.
     std::atomic<bool> served{false};
     std::thread waiter;
     std::atomic<bool> freeing{false};   // the discard is held before freeing its slot
     std::atomic<bool> registered{false}; // the waiter is held after registering
     std::atomic<bool> freed{false};      // the discard went on to free the slot
+    FakeFactory f;
+    connpool::PoolOptions o;
+    o.max_size = 1;
+    o.maintenance_interval = 0ms;
+    FakePool pool{f, o};
+    const ClearHook clear;
+    auto held = pool.acquire();
     g_hook = [&](std::string_view point) {
         if (point == "free_slot: about to vacate" && !freeing.exchange(true)) {
             waiter = std::thread([&] {
