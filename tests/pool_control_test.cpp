@@ -13,23 +13,15 @@
 #include <vector>
 
 #include "counting_connection.hpp"
+#include "eventually.hpp"
 
 using namespace std::chrono_literals;
+using connpool::testing::eventually;
 using connpool::testing::FakeConnection;
 using connpool::testing::FakeFactory;
 using FakePool = connpool::Pool<FakeConnection, FakeFactory>;
 
 namespace {
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > until) return false;
-        std::this_thread::sleep_for(1ms);
-    }
-    return true;
-}
 
 class PoolControl : public ::testing::Test {
 protected:

@@ -17,9 +17,11 @@
 #include <vector>
 
 #include "counting_connection.hpp"
+#include "eventually.hpp"
 #include "manual_clock.hpp"
 
 using namespace std::chrono_literals;
+using connpool::testing::eventually;
 using connpool::testing::FakeConnection;
 using connpool::testing::FakeFactory;
 using connpool::testing::ManualClock;
@@ -43,16 +45,6 @@ std::chrono::milliseconds process_cpu_time() {
     timespec ts{};
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return std::chrono::milliseconds(ts.tv_sec * 1000 + ts.tv_nsec / 1'000'000);
-}
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > until) return false;
-        std::this_thread::sleep_for(1ms);
-    }
-    return true;
 }
 
 // A factory whose validate() blocks until the test opens the gate, to look at the pool while

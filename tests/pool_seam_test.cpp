@@ -16,8 +16,10 @@ void pool_seam_test_point(std::string_view point);
 #include <thread>
 
 #include "counting_connection.hpp"
+#include "eventually.hpp"
 
 using namespace std::chrono_literals;
+using connpool::testing::eventually;
 using connpool::testing::FakeConnection;
 using connpool::testing::FakeFactory;
 using FakePool = connpool::Pool<FakeConnection, FakeFactory>;
@@ -38,15 +40,6 @@ namespace {
 struct ClearHook {
     ~ClearHook() { g_hook = nullptr; }
 };
-
-bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit = 5s) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > until) return false;
-        std::this_thread::sleep_for(1ms);
-    }
-    return true;
-}
 
 } // namespace
 
