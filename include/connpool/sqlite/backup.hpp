@@ -119,7 +119,7 @@ inline void run_backup(Connection& connection, const std::filesystem::path& dest
             {
                 const NoBusyWait no_busy_wait(connection.handle());
                 try {
-                    done = copy_pages(backup.get(), plan, reporter, what,
+                    done = copy_pages(backup, {dest_db.get(), connection.handle()}, plan, reporter, what,
                                       {connection.path().string(), temp.path().string()});
                 } catch (const Error& e) {
                     // The destination's disk, not the source connection, failed: keep the connection.

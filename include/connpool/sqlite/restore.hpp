@@ -144,7 +144,7 @@ inline void run_restore(Connection& connection, const std::filesystem::path& sou
                 if (!copy)
                     throw_sqlite(snap.get(), sqlite3_errcode(snap.get()), what + " could not start reading the source");
                 const StepPlan whole{-1, std::chrono::milliseconds{0}, options.busy_limit, -1, false, false};
-                if (!copy_pages(copy.get(), whole, reporter, who + " could not be read",
+                if (!copy_pages(copy, {snap.get(), source_db.get()}, whole, reporter, who + " could not be read",
                                 {source.string(), snapshot.path().string()}))
                     return; // cancelled
                 if (const int rc = sqlite3_backup_finish(copy.release()); rc != SQLITE_OK)
@@ -176,7 +176,8 @@ inline void run_restore(Connection& connection, const std::filesystem::path& sou
         bool done = false;
         int rc = SQLITE_OK;
         try {
-            done = copy_pages(backup.get(), plan, reporter, what, {source.string(), connection.path().string()});
+            done = copy_pages(backup, {connection.handle(), snap.get()}, plan, reporter, what,
+                              {source.string(), connection.path().string()});
             if (done) rc = sqlite3_backup_finish(backup.release());
         } catch (const OperationError&) {
             backup.reset();

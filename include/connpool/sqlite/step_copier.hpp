@@ -89,13 +89,20 @@ struct CopyFiles {
     std::string write;
 };
 
+/// The two connections of an online backup, so a copy can start it again.
+struct CopyEnds {
+    sqlite3* dest;
+    sqlite3* source;
+};
+
 /// Runs an online backup in steps until it is done (true) or the job is cancelled (false; the
 /// destination's transaction is rolled back by the caller's sqlite3_backup_finish). Progress:
 /// done and total are the database's pages; a restart (another connection wrote to the source)
 /// is counted apart, and done stays where it was until the new attempt passes it. Throws Error
 /// saying what failed, in which file, with SQLite's description of the code; OperationError when
 /// the database stayed busy past the limit (a lock held elsewhere, not a broken connection).
-inline bool copy_pages(sqlite3_backup* backup, const StepPlan& plan, ProgressReporter& reporter,
+/// `backup` runs between `ends`, and may be replaced by a new backup between them.
+inline bool copy_pages(BackupPtr& backup, CopyEnds ends, const StepPlan& plan, ProgressReporter& reporter,
                        const std::string& what, const CopyFiles& files) {
     using clock = std::chrono::steady_clock;
     int step = plan.pages_per_step;
@@ -108,9 +115,20 @@ inline bool copy_pages(sqlite3_backup* backup, const StepPlan& plan, ProgressRep
     for (;;) {
         if (reporter.stop_requested()) return false;
         const auto started = clock::now();
-        const int rc = sqlite3_backup_step(backup, step);
+        const int rc = sqlite3_backup_step(backup.get(), step);
         const int primary = rc & 0xff;
         if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) {
+            // A backup object takes only the plain codes for "try again": after an extended one
+            // (SQLITE_BUSY_RECOVERY while another connection rebuilds a WAL index, returned at
+            // once whatever the busy timeout) every later step returns that code again. So such
+            // a copy starts over on a new object: finishing the old one rolls the destination's
+            // transaction back, and the new one copies every page anew.
+            if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+                backup.reset(); // first: a destination takes one backup at a time
+                backup.reset(sqlite3_backup_init(ends.dest, "main", ends.source, "main"));
+                if (!backup) throw_sqlite(ends.dest, sqlite3_errcode(ends.dest), what + " could not start again");
+                copied = 0;
+            }
             const auto now = clock::now();
             if (!busy) {
                 busy = true;
@@ -135,8 +153,8 @@ inline bool copy_pages(sqlite3_backup* backup, const StepPlan& plan, ProgressRep
         }
         busy = false;
 
-        const auto page_count = static_cast<std::uint64_t>(sqlite3_backup_pagecount(backup));
-        const auto remaining = static_cast<std::uint64_t>(sqlite3_backup_remaining(backup));
+        const auto page_count = static_cast<std::uint64_t>(sqlite3_backup_pagecount(backup.get()));
+        const auto remaining = static_cast<std::uint64_t>(sqlite3_backup_remaining(backup.get()));
         const std::uint64_t now_copied = page_count - std::min(remaining, page_count);
         // Without a restart a step copies `step` more pages (or all that remain). When another
         // connection has written to the source, SQLite starts over from page 1 within the step,
