@@ -171,8 +171,7 @@ protected:
             Slot* s = nullptr;
             {
                 std::lock_guard lock(c.control_);
-                if (stopping_ || creating_ >= c.params_.max_concurrent_creates || !c.has_room_locked() ||
-                    steady::now().time_since_epoch().count() < backoff_until_) {
+                if (!may_create_locked() || steady::now().time_since_epoch().count() < backoff_until_) {
                     return;
                 }
                 s = &reserve_locked();
@@ -186,12 +185,16 @@ private:
     Core& core() noexcept { return static_cast<Core&>(*this); }
     const Core& core() const noexcept { return static_cast<const Core&>(*this); }
 
-    // Whether a requested creation may start now. Requires control_.
-    bool demand_locked() const noexcept {
+    // Whether the limits let one more create() start now (requested or for min_idle alike, so
+    // the top-up cannot bypass max_concurrent_creates). Requires control_.
+    bool may_create_locked() const noexcept {
         const Core& c = core();
-        return !stopping_ && !c.paused_.load(std::memory_order_relaxed) && pending_ > 0 &&
+        return !stopping_ && !c.paused_.load(std::memory_order_relaxed) &&
                creating_ < c.params_.max_concurrent_creates && c.has_room_locked();
     }
+
+    // Whether a requested creation may start now. Requires control_.
+    bool demand_locked() const noexcept { return pending_ > 0 && may_create_locked(); }
 
     void creator_loop() noexcept {
         Core& c = core();
