@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "pg_fixtures.hpp"
+#include "pgbouncer.hpp"
 
 namespace {
 
@@ -27,6 +28,7 @@ namespace fs = std::filesystem;
 namespace pg = connpool::postgres;
 using namespace std::chrono_literals;
 using connpool::JobState;
+using connpool::testing::PgBouncer;
 using connpool::testing::PgPool;
 using connpool::testing::PgRunner;
 using connpool::testing::PgServer;
@@ -376,11 +378,13 @@ protected:
         PostgresTableJobs::TearDown();
     }
 
-    /// Creates the empty target database and a runner with a pool of `size` on it.
-    PgRunner& target(std::size_t size = 3) {
+    /// Creates the empty target database and a runner with a pool of `size` on it (connecting
+    /// through `via` when given).
+    PgRunner& target(std::size_t size = 3, const PgBouncer* via = nullptr) {
         target_ = db_ + "_r";
         EXPECT_EQ(server().psql("CREATE DATABASE " + target_ + " TEMPLATE template0 ENCODING 'UTF8'"), 0);
-        target_pool_.emplace(pg::Factory(server().conninfo(target_)), pg_pool_options(size));
+        target_pool_.emplace(pg::Factory(via != nullptr ? via->conninfo(target_) : server().conninfo(target_)),
+                             pg_pool_options(size));
         target_runner_.emplace(*target_pool_);
         return *target_runner_;
     }
@@ -506,6 +510,50 @@ TEST_F(PostgresDatabaseJobs, a_set_with_a_changed_file_is_refused_before_the_tar
     EXPECT_THROW((void)pg::restore_database(r, dir_ / "set"), connpool::io::Error);
     pg::Connection t = target_sql();
     EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_class WHERE relname = 't'"), "0");
+}
+
+TEST_F(PostgresDatabaseJobs, table_and_database_round_trips_work_through_pgbouncer_in_session_mode) {
+    sql().exec("CREATE TABLE child (id bigserial PRIMARY KEY, note text); INSERT INTO child (note) SELECT 'n' || i "
+               "FROM generate_series(1, 3000) i");
+    create_awkward(200);
+    const std::string awkward = fingerprint("awkward"), child = fingerprint("child");
+    PgBouncer bouncer; // declared before the pools: it outlives their connections
+    CONNPOOL_REQUIRE_PGBOUNCER(bouncer);
+    PgPool pool(pg::Factory(bouncer.conninfo(db_)), pg_pool_options(3));
+    PgRunner r(pool);
+
+    auto job = [&](connpool::Job<pg::Connection> j) {
+        auto h = r.submit(std::move(j));
+        const JobState end = h.wait();
+        last_error_ = h.error();
+        return end;
+    };
+    ASSERT_EQ(job(pg::backup_table({"awkward"}, dir_ / "awkward")), JobState::succeeded) << last_error_ << bouncer.log();
+    sql().exec("DELETE FROM awkward WHERE id % 2 = 0");
+    ASSERT_EQ(job(pg::restore_table({"awkward"}, dir_ / "awkward")), JobState::succeeded) << last_error_;
+    EXPECT_EQ(fingerprint("awkward"), awkward);
+    // The pool's sessions really are PgBouncer's clients (its admin console lists them).
+    {
+        pg::Connection admin = pg::Factory(bouncer.conninfo("pgbouncer")).create();
+        const pg::Result clients = admin.exec("SHOW CLIENTS");
+        int ours = 0;
+        for (int i = 0; i < clients.rows(); ++i)
+            for (int col = 0; col < clients.columns(); ++col)
+                if (std::string(PQfname(clients.handle(), col)) == "database" && clients.get(i, col) == db_) ++ours;
+        EXPECT_GE(ours, 1) << "no client of PgBouncer on " << db_;
+    }
+
+    // A whole set: the leader's exported snapshot is imported by the table jobs' sessions and
+    // by pg_dump's, all through PgBouncer (session mode keeps each on one server session).
+    auto backup = pg::backup_database(r, dir_ / "set");
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error() << bouncer.log();
+    auto restore = pg::restore_database(target(3, &bouncer), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error() << bouncer.log();
+    pg::Connection t = target_sql();
+    EXPECT_EQ(fingerprint_on(t, "awkward"), awkward);
+    EXPECT_EQ(fingerprint_on(t, "child"), child);
+    EXPECT_EQ(t.query_value("SELECT nextval('child_id_seq')"), "3001");
+    EXPECT_EQ(pool.stats().in_use, 0u);
 }
 
 } // namespace
