@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "eventually.hpp"
 #include "pg_fixtures.hpp"
 #include "pgbouncer.hpp"
 
@@ -330,6 +331,80 @@ TEST_F(PostgresTableJobs, a_cancel_stops_a_running_restore_copy_and_the_table_is
     auto lease = pool_->acquire();
     EXPECT_FALSE(lease->in_transaction());
     EXPECT_EQ(lease->query_value("SELECT count(*) FROM t"), "10");
+}
+
+TEST_F(PostgresTableJobs, a_server_restart_in_the_middle_of_copies_fails_those_jobs_saying_why_and_the_next_ones_succeed) {
+    // A backup made slow by a policy (20 ms a row; policies need a plain role) and a restore made
+    // slow by a trigger are both in their COPY when the server restarts (pg_ctl restart -m fast).
+    sql().exec("CREATE ROLE restart_worker LOGIN PASSWORD 'worker-pw'");
+    sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 2000) i");
+    sql().exec("CREATE TABLE u (id int, v text); INSERT INTO u SELECT i, 'v' || i FROM generate_series(1, 3000) i");
+    sql().exec("GRANT ALL ON t, u TO restart_worker");
+    const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
+                                 " user=restart_worker password=worker-pw dbname=" + db_;
+    auto options = pg_pool_options(3);
+    options.validate_after_idle = 0ms; // as in production after a while: an idle connection is checked
+    PgPool pool(pg::Factory(conninfo), options);
+    PgRunner r(pool);
+    auto job = [&](connpool::Job<pg::Connection> j) {
+        auto h = r.submit(std::move(j));
+        const JobState end = h.wait();
+        last_error_ = h.error();
+        return end;
+    };
+    ASSERT_EQ(job(pg::backup_table({"u"}, dir_ / "u")), JobState::succeeded) << last_error_;
+    sql().exec("DELETE FROM u WHERE id > 10");
+    const std::string u_before = fingerprint("u");
+    sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
+    sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true())");
+    sql().exec("CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+               "'BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END'");
+    sql().exec("CREATE TRIGGER slow BEFORE INSERT ON u FOR EACH ROW EXECUTE FUNCTION slow_row()");
+    {
+        auto a = pool.acquire(), b = pool.acquire(), c = pool.acquire(); // three open: one stays idle
+    }
+
+    auto backup = r.submit(pg::backup_table({"t"}, dir_ / "t"));
+    auto restore = r.submit(pg::restore_table({"u"}, dir_ / "u"));
+    ASSERT_TRUE(connpool::testing::eventually(
+        [&] {
+            return sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'restart_worker' AND "
+                                     "state = 'active' AND query LIKE 'COPY%'") == "2";
+        },
+        20s))
+        << "the two COPYs did not start";
+    ASSERT_TRUE(server().restart()) << server().log();
+    admin_.emplace(direct()); // ours died too
+    for (auto* h : {&backup, &restore}) {
+        ASSERT_TRUE(h->wait_for(30s)) << "a job did not notice the restart";
+        EXPECT_EQ(h->wait(), JobState::failed) << h->progress().name;
+        const std::string why = h->error();
+        EXPECT_TRUE(why.find("terminating connection due to administrator command") != std::string::npos ||
+                    why.find("server closed the connection") != std::string::npos)
+            << why;
+        EXPECT_NE(why.find(h->progress().name), std::string::npos) << why;
+        EXPECT_EQ(why.find("worker-pw"), std::string::npos) << why;
+        std::printf("failed by the restart: %s\n", why.c_str());
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "t"));
+    EXPECT_EQ(fingerprint("u"), u_before) << "the restore's transaction was not rolled back";
+    EXPECT_EQ(pool.stats().discarded, 2u) << "both dead connections are discarded, not pooled";
+
+    // The same runner goes on: the idle connection is found dead and replaced, new ones are made.
+    sql().exec("ALTER TABLE t DISABLE ROW LEVEL SECURITY; DROP TRIGGER slow ON u");
+    ASSERT_EQ(job(pg::backup_table({"t"}, dir_ / "t")), JobState::succeeded) << last_error_;
+    ASSERT_EQ(job(pg::restore_table({"u"}, dir_ / "u")), JobState::succeeded) << last_error_;
+    EXPECT_EQ(sql().query_value("SELECT count(*) FROM u"), "3000");
+    std::vector<connpool::JobHandle> more;
+    for (int i = 0; i < 3; ++i) more.push_back(r.submit(pg::backup_table({"t"}, dir_ / ("t" + std::to_string(i)))));
+    for (auto& h : more) EXPECT_EQ(h.wait(), JobState::succeeded) << h.error();
+    const auto stats = pool.stats();
+    EXPECT_GE(stats.validation_failures, 1u) << "the idle connection was not validated";
+    EXPECT_EQ(stats.discarded, 2u);
+    EXPECT_EQ(stats.in_use, 0u);
+    EXPECT_EQ(stats.open, stats.idle);
+    EXPECT_LE(stats.open, 3u);
+    EXPECT_EQ(stats.created - stats.destroyed, stats.open);
 }
 
 TEST_F(PostgresTableJobs, more_table_jobs_than_connections_all_succeed_through_a_small_pool) {

@@ -110,6 +110,9 @@ template <class Body>
 void run_settled(PGconn* conn, const std::string& what, Body&& body) {
     auto fail = [&](const std::string& message, const std::string& sqlstate) {
         if (settle(conn)) throw OperationError(message);
+        // A lost link's libpq message is already in `message` (it is what failed): say so once.
+        if (PQstatus(conn) == CONNECTION_BAD)
+            throw Error(message + " (the connection to the server is lost: it is discarded)", sqlstate);
         throw Error(message + " (the connection is discarded: " + trimmed(PQerrorMessage(conn)) + ")",
                     sqlstate);
     };
