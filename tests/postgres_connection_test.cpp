@@ -168,6 +168,42 @@ TEST_F(PostgresConnection, an_acquire_timeout_says_why_connecting_fails_without_
     }
 }
 
+TEST_F(PostgresConnection, a_server_that_is_down_at_start_gives_an_acquire_timeout_with_libpqs_reason_and_later_serves) {
+    auto options = pg_pool_options(2);
+    options.acquire_timeout = 1500ms;
+    // Nothing listens on the port: the timeout carries libpq's "Connection refused".
+    {
+        const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(connpool::testing::free_loopback_port()) +
+                                     " user=connpool password=" + std::string(PgServer::password) + " dbname=x";
+        PgPool pool(Factory(conninfo), options);
+        try {
+            (void)pool.acquire();
+            FAIL() << "acquired";
+        } catch (const connpool::AcquireTimeout& e) {
+            const std::string message = e.what();
+            EXPECT_NE(message.find("Connection refused"), std::string::npos) << message;
+            EXPECT_NE(message.find("127.0.0.1"), std::string::npos) << message;
+            EXPECT_EQ(message.find(PgServer::password), std::string::npos) << message;
+        }
+    }
+    // The test server itself stopped: the same, and once it is back the same pool serves.
+    PgPool pool(factory(), options);
+    server().stop();
+    try {
+        (void)pool.acquire();
+        ADD_FAILURE() << "acquired while the server is down";
+    } catch (const connpool::AcquireTimeout& e) {
+        const std::string message = e.what();
+        EXPECT_NE(message.find("Connection refused"), std::string::npos) << message;
+        EXPECT_EQ(message.find(PgServer::password), std::string::npos) << message;
+        std::printf("server down: %s\n", message.c_str());
+    }
+    ASSERT_TRUE(server().start()) << server().log();
+    auto lease = pool.acquire_for(10s); // the pool retries creation with back-off (at most 1 s apart)
+    EXPECT_EQ(lease->query_value("SELECT 1"), "1");
+    EXPECT_GE(pool.stats().create_failures, 1u);
+}
+
 TEST_F(PostgresConnection, after_a_server_restart_dead_connections_are_replaced_and_work_goes_on) {
     auto options = pg_pool_options(2);
     options.validate_after_idle = 0ms;
