@@ -11,6 +11,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -18,6 +19,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "eventually.hpp"
 #include "pg_fixtures.hpp"
@@ -629,6 +632,56 @@ TEST_F(PostgresDatabaseJobs, table_and_database_round_trips_work_through_pgbounc
     EXPECT_EQ(fingerprint_on(t, "child"), child);
     EXPECT_EQ(t.query_value("SELECT nextval('child_id_seq')"), "3001");
     EXPECT_EQ(pool.stats().in_use, 0u);
+}
+
+TEST_F(PostgresDatabaseJobs, a_set_of_chosen_tables_holds_only_those_and_restores_into_an_empty_database) {
+    sql().exec("CREATE SCHEMA \"Other\"; CREATE TABLE a (id serial PRIMARY KEY, v text); CREATE TABLE b (id serial, v "
+               "text); CREATE TABLE \"Other\".\"C c\" (id bigserial PRIMARY KEY, a int REFERENCES a, v text)");
+    sql().exec("INSERT INTO a (v) SELECT 'a' || i FROM generate_series(1, 700) i; INSERT INTO b (v) SELECT 'b' || i FROM "
+               "generate_series(1, 300) i; INSERT INTO \"Other\".\"C c\" (a, v) SELECT 1 + i % 700, 'c' || i FROM "
+               "generate_series(1, 900) i");
+    const std::string a = fingerprint("a"), c = fingerprint("\"Other\".\"C c\"");
+    pg::DatabaseBackupOptions o;
+    o.tables = {pg::Table{"a"}, pg::Table{"Other", "C c"}};
+    auto backup = pg::backup_database(runner(3), dir_ / "set", o);
+    ASSERT_EQ(backup.tables().size(), 2u);
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    const auto list = nlohmann::json::parse(connpool::testing::slurp(dir_ / "set" / "tables.json"));
+    std::vector<std::string> names;
+    for (const auto& t : list) names.push_back(t.at("schema").get<std::string>() + "." + t.at("name").get<std::string>());
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"Other.C c", "public.a"}));
+    const auto manifest = nlohmann::json::parse(connpool::testing::slurp(dir_ / "set" / "manifest.json"));
+    EXPECT_EQ(manifest.at("files").size(), 6u) << manifest.dump(2); // four set files and two tables
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "set"), fs::directory_iterator()), 7) << "and the manifest";
+    EXPECT_EQ(connpool::testing::slurp(dir_ / "set" / "pre-data.sql").find("public.b "), std::string::npos);
+    EXPECT_EQ(connpool::testing::slurp(dir_ / "set" / "sequences.json").find("b_id_seq"), std::string::npos);
+
+    auto restore = pg::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    pg::Connection t = target_sql();
+    EXPECT_EQ(fingerprint_on(t, "a"), a);
+    EXPECT_EQ(fingerprint_on(t, "\"Other\".\"C c\""), c);
+    EXPECT_EQ(t.query_value("SELECT to_regclass('public.b') IS NULL"), "t");
+    EXPECT_EQ(t.query_value("SELECT nextval('a_id_seq')"), "701");
+    EXPECT_EQ(t.query_value("SELECT nextval('\"Other\".\"C c_id_seq\"')"), "901");
+}
+
+TEST_F(PostgresDatabaseJobs, a_chosen_table_that_does_not_exist_is_refused_before_anything_is_written) {
+    sql().exec("CREATE TABLE a (id int)");
+    pg::DatabaseBackupOptions o;
+    o.tables = {pg::Table{"a"}, pg::Table{"no such", "table"}};
+    try {
+        auto backup = pg::backup_database(runner(3), dir_ / "set", o);
+        FAIL() << "started";
+    } catch (const pg::Error& e) {
+        const std::string message = e.what();
+        EXPECT_NE(message.find("\"no such\".\"table\""), std::string::npos) << message;
+        EXPECT_NE(message.find("does not exist"), std::string::npos) << message;
+        EXPECT_NE(message.find("DatabaseBackupOptions::tables"), std::string::npos) << message;
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "set")) << "nothing is written for a set that cannot start";
+    EXPECT_EQ(pool_->stats().in_use, 0u);
 }
 
 } // namespace
