@@ -9,10 +9,15 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -38,6 +43,33 @@ using connpool::testing::PgRunner;
 using connpool::testing::PgServer;
 using connpool::testing::PgTest;
 using connpool::testing::pg_pool_options;
+
+/// The environment that makes this binary, re-executed, the killed backup's child process.
+constexpr const char* kill_child_conninfo = "CONNPOOL_PG_KILL_CHILD_CONNINFO";
+constexpr const char* kill_child_dest = "CONNPOOL_PG_KILL_CHILD_DEST";
+
+/// The child's work: back up public.t to the destination, replacing it (overwrite). Exits 0
+/// when it finished, which the parent never lets it do: it is SIGKILLed in its COPY.
+[[noreturn]] void kill_child_main(const char* conninfo, const char* dest) {
+    int code = 0;
+    try {
+        PgPool pool(pg::Factory(conninfo), pg_pool_options(1));
+        PgRunner runner(pool);
+        pg::TableBackupOptions o;
+        o.overwrite = true;
+        code = runner.submit(pg::backup_table({"t"}, dest, o)).wait() == JobState::succeeded ? 0 : 2;
+    } catch (const std::exception&) {
+        code = 4;
+    }
+    std::_Exit(code);
+}
+
+/// Runs the child's work when this process is one (before main, so before GoogleTest).
+const bool kill_child_started = [] {
+    const char* conninfo = std::getenv(kill_child_conninfo);
+    if (conninfo != nullptr) kill_child_main(conninfo, std::getenv(kill_child_dest));
+    return false;
+}();
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr int kManyRows = 100'000; // the 1M-row case, kept modest under sanitizers
@@ -408,6 +440,72 @@ TEST_F(PostgresTableJobs, a_server_restart_in_the_middle_of_copies_fails_those_j
     EXPECT_EQ(stats.open, stats.idle);
     EXPECT_LE(stats.open, 3u);
     EXPECT_EQ(stats.created - stats.destroyed, stats.open);
+}
+
+TEST_F(PostgresTableJobs, a_backup_killed_in_its_copy_leaves_no_file_or_the_old_one_and_the_next_backup_cleans_up) {
+    // The child backs up as a plain role through a policy that takes 20 ms a row (40 s in all),
+    // so it is surely in its COPY, its temp file open, when it is SIGKILLed.
+    sql().exec("CREATE ROLE kill_worker LOGIN PASSWORD 'kill-pw'");
+    sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 2000) i");
+    sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
+    sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true()); "
+               "GRANT SELECT ON t TO kill_worker");
+    const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
+                                 " user=kill_worker password=kill-pw dbname=" + db_;
+    const fs::path dest = dir_ / "t.backup";
+    const auto entries = [&] { return std::distance(fs::directory_iterator(dir_), fs::directory_iterator()); };
+    // A killed client's backend ends when it next writes to the closed socket (within a few rows).
+    const auto worker_gone = [&] {
+        return connpool::testing::eventually(
+            [&] { return sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'kill_worker'") == "0"; },
+            20s);
+    };
+    auto kill_in_copy = [&] {
+        ASSERT_TRUE(worker_gone()) << "the last child's session is still there";
+        std::vector<std::string> env_strings{std::string(kill_child_conninfo) + "=" + conninfo,
+                                             std::string(kill_child_dest) + "=" + dest.string()};
+        for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+        std::vector<char*> env;
+        for (auto& e : env_strings) env.push_back(e.data());
+        env.push_back(nullptr);
+        const auto before = entries();
+        const pid_t pid = ::fork(); // exec at once: the child starts single-threaded
+        if (pid == 0) {
+            const char* argv[] = {"postgres_jobs_test", "--gtest_list_tests", nullptr};
+            ::execve("/proc/self/exe", const_cast<char* const*>(argv), env.data());
+            std::_Exit(127);
+        }
+        ASSERT_GT(pid, 0);
+        const bool in_copy = wait_for_running(sql(), "kill_worker", "COPY") &&
+                             connpool::testing::eventually([&] { return entries() > before; }, 10s);
+        ::kill(pid, SIGKILL);
+        int status = 0;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        ASSERT_TRUE(in_copy) << "the child never reached its COPY with a temp file";
+        ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+        EXPECT_EQ(entries(), before + 1) << "the killed backup's temp file is left (and nothing else)";
+    };
+
+    // No file before: none after, only the stale temp; the next backup removes it.
+    kill_in_copy();
+    EXPECT_FALSE(fs::exists(dest));
+    ASSERT_EQ(run(pg::backup_table({"t"}, dest)), JobState::succeeded) << last_error_; // as superuser: fast
+    EXPECT_EQ(entries(), 1) << "the stale temp file was not removed";
+    const std::string old = connpool::testing::slurp(dest);
+
+    // An old backup at the destination: a kill while overwriting it leaves it byte for byte.
+    sql().exec("DELETE FROM t WHERE id > 1000");
+    kill_in_copy();
+    EXPECT_EQ(connpool::testing::slurp(dest), old);
+    pg::TableBackupOptions o;
+    o.overwrite = true;
+    ASSERT_EQ(run(pg::backup_table({"t"}, dest, o)), JobState::succeeded) << last_error_;
+    EXPECT_EQ(entries(), 1) << "the stale temp file was not removed";
+    ASSERT_TRUE(worker_gone()); // its ACCESS SHARE lock would fail the restore's TRUNCATE (NOWAIT)
+    sql().exec("TRUNCATE t");
+    ASSERT_EQ(run(pg::restore_table({"t"}, dest)), JobState::succeeded) << last_error_;
+    EXPECT_EQ(sql().query_value("SELECT count(*) FROM t"), "1000");
 }
 
 TEST_F(PostgresTableJobs, more_table_jobs_than_connections_all_succeed_through_a_small_pool) {
