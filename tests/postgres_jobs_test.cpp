@@ -4,6 +4,8 @@
 // more jobs than connections.
 
 #include <connpool/jobs.hpp>
+#include <connpool/monitor/hub.hpp>
+#include <connpool/monitor/prometheus.hpp>
 #include <connpool/pool.hpp>
 #include <connpool/postgres.hpp>
 
@@ -780,6 +782,62 @@ TEST_F(PostgresDatabaseJobs, a_chosen_table_that_does_not_exist_is_refused_befor
     }
     EXPECT_FALSE(fs::exists(dir_ / "set")) << "nothing is written for a set that cannot start";
     EXPECT_EQ(pool_->stats().in_use, 0u);
+}
+
+TEST_F(PostgresDatabaseJobs, a_watched_database_backup_shows_one_job_per_table_and_the_aggregate_adds_them_up) {
+    const std::vector<std::string> names{"small", "medium", "large"};
+    for (std::size_t i = 0; i < names.size(); ++i)
+        sql().exec("CREATE TABLE " + names[i] + " (id int, v text); INSERT INTO " + names[i] + " SELECT g, repeat('x', 200) "
+                   "FROM generate_series(1, " + std::to_string(5000 * (i + 1) * (i + 1)) + ") g");
+    connpool::monitor::Hub hub;
+    auto& r = runner(3);
+    const auto watch = hub.watch(r);
+    auto backup = pg::backup_database(r, dir_ / "set");
+    // While it runs: the aggregate never goes back, never passes its total, and the hub never
+    // shows more jobs than tables.
+    std::uint64_t last_done = 0;
+    while (backup.progress().tables_done < names.size()) {
+        const auto p = backup.progress();
+        EXPECT_GE(p.done, last_done);
+        EXPECT_LE(p.done, p.total);
+        EXPECT_EQ(p.tables, names.size());
+        if (p.eta) {
+            EXPECT_GT(p.eta->count(), 0);
+        }
+        last_done = p.done;
+        EXPECT_LE(hub.jobs().size(), names.size());
+        std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+
+    // One job per table, largest first, each at 100 % in bytes; the aggregate is their sum.
+    const auto jobs = hub.jobs();
+    ASSERT_EQ(jobs.size(), names.size());
+    std::uint64_t sum = 0;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        EXPECT_EQ(jobs[i].name, pg::Table{names[names.size() - 1 - i]}.display());
+        EXPECT_EQ(jobs[i].kind, connpool::JobKind::backup);
+        EXPECT_EQ(jobs[i].state, JobState::succeeded);
+        EXPECT_EQ(jobs[i].unit, "bytes");
+        EXPECT_GT(jobs[i].done, 0u);
+        EXPECT_EQ(jobs[i].done, jobs[i].total);
+        sum += jobs[i].done;
+    }
+    const auto total = backup.progress();
+    EXPECT_EQ(total.done, sum);
+    EXPECT_EQ(total.total, sum);
+    EXPECT_EQ(total.tables_done, names.size());
+    EXPECT_FALSE(total.eta.has_value()) << "no time left once done";
+    // And Prometheus has each table's ratio at 1.
+    const std::string metrics = connpool::monitor::render_prometheus(hub.metrics());
+    std::size_t series = 0;
+    for (std::size_t at = metrics.find("\nconnpool_job_progress_ratio{"); at != std::string::npos;
+         at = metrics.find("\nconnpool_job_progress_ratio{", at + 1)) {
+        ++series;
+        const std::size_t end = metrics.find('\n', at + 1);
+        EXPECT_EQ(metrics.substr(end - 2, 2), " 1") << metrics.substr(at + 1, end - at - 1);
+    }
+    EXPECT_EQ(series, names.size()) << metrics;
 }
 
 } // namespace
