@@ -631,6 +631,9 @@ TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapsh
                "balance bigint, pad text)");
     sql().exec("INSERT INTO a SELECT i, 100, repeat('x', 200) FROM generate_series(1, 10000) i");
     sql().exec("INSERT INTO b SELECT i, 0, repeat('y', 200) FROM generate_series(1, 10000) i");
+    // Every transfer is also logged with a serial id: the restored sequence must lie beyond every
+    // restored row (sequences are not MVCC: read after the snapshot, they can only be ahead).
+    sql().exec("CREATE TABLE log (id bigserial PRIMARY KEY, moved int)");
     std::atomic<bool> stop{false};
     std::atomic<int> transfers{0};
     std::thread writer([&] {
@@ -638,7 +641,7 @@ TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapsh
         for (int i = 0; !stop.load(); ++i) {
             const std::string id = std::to_string(1 + i % 10000);
             w.exec("BEGIN; UPDATE a SET balance = balance - 1 WHERE id = " + id + "; UPDATE b SET balance = balance + 1 "
-                   "WHERE id = " + id + "; COMMIT");
+                   "WHERE id = " + id + "; INSERT INTO log (moved) VALUES (" + id + "); COMMIT");
             transfers.fetch_add(1);
         }
     });
@@ -653,6 +656,8 @@ TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapsh
     ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
     pg::Connection t = target_sql();
     EXPECT_EQ(t.query_value("SELECT (SELECT sum(balance) FROM a) + (SELECT sum(balance) FROM b)"), "1000000");
+    EXPECT_EQ(t.query_value("SELECT (SELECT sum(balance) FROM b) = (SELECT count(*) FROM log)"), "t");
+    EXPECT_EQ(t.query_value("SELECT nextval('log_id_seq') > (SELECT coalesce(max(id), 0) FROM log)"), "t");
     EXPECT_GT(during, 50);
 }
 

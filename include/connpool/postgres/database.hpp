@@ -256,7 +256,9 @@ inline std::vector<SetTable> list_and_lock_tables(Connection& c, const std::vect
 
 /// Returns the sequences' state as JSON: every sequence outside system schemas and extensions,
 /// or, when tables were chosen, the ones those tables own (serial and identity columns: what
-/// pg_dump --table puts in the pre-data, so restore's setval finds them).
+/// pg_dump --table puts in the pre-data, so restore's setval finds them). Read on the leader in
+/// its snapshot's transaction, as pg_dump does; sequences are not MVCC, so this is the value now,
+/// at or past what the snapshot's rows used: nextval after a restore never collides with them.
 inline nlohmann::json sequence_values(Connection& c, const std::vector<SetTable>& tables, bool chosen) {
     nlohmann::json out = nlohmann::json::array();
     std::string sql =
