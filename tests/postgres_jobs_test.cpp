@@ -373,12 +373,13 @@ TEST_F(PostgresTableJobs, a_cancel_stops_a_running_restore_copy_and_the_table_is
 TEST_F(PostgresTableJobs, a_server_restart_in_the_middle_of_copies_fails_those_jobs_saying_why_and_the_next_ones_succeed) {
     // A backup made slow by a policy (20 ms a row; policies need a plain role) and a restore made
     // slow by a trigger are both in their COPY when the server restarts (pg_ctl restart -m fast).
-    sql().exec("CREATE ROLE restart_worker LOGIN PASSWORD 'worker-pw'");
+    const std::string worker = "restart_" + db_; // roles are the cluster's: one per test, so a repeat works
+    sql().exec("CREATE ROLE " + worker + " LOGIN PASSWORD 'worker-pw'");
     sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 2000) i");
     sql().exec("CREATE TABLE u (id int, v text); INSERT INTO u SELECT i, 'v' || i FROM generate_series(1, 3000) i");
-    sql().exec("GRANT ALL ON t, u TO restart_worker");
+    sql().exec("GRANT ALL ON t, u TO " + worker);
     const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
-                                 " user=restart_worker password=worker-pw dbname=" + db_;
+                                 " user=" + worker + " password=worker-pw dbname=" + db_;
     auto options = pg_pool_options(3);
     options.validate_after_idle = 0ms; // as in production after a while: an idle connection is checked
     PgPool pool(pg::Factory(conninfo), options);
@@ -405,8 +406,9 @@ TEST_F(PostgresTableJobs, a_server_restart_in_the_middle_of_copies_fails_those_j
     auto restore = r.submit(pg::restore_table({"u"}, dir_ / "u"));
     ASSERT_TRUE(connpool::testing::eventually(
         [&] {
-            return sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'restart_worker' AND "
-                                     "state = 'active' AND query LIKE 'COPY%'") == "2";
+            return sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active' "
+                                     "AND query LIKE 'COPY%'",
+                                     {worker}) == "2";
         },
         20s))
         << "the two COPYs did not start";
@@ -447,19 +449,20 @@ TEST_F(PostgresTableJobs, a_server_restart_in_the_middle_of_copies_fails_those_j
 TEST_F(PostgresTableJobs, a_backup_killed_in_its_copy_leaves_no_file_or_the_old_one_and_the_next_backup_cleans_up) {
     // The child backs up as a plain role through a policy that takes 20 ms a row (40 s in all),
     // so it is surely in its COPY, its temp file open, when it is SIGKILLed.
-    sql().exec("CREATE ROLE kill_worker LOGIN PASSWORD 'kill-pw'");
+    const std::string worker = "kill_" + db_; // roles are the cluster's: one per test, so a repeat works
+    sql().exec("CREATE ROLE " + worker + " LOGIN PASSWORD 'kill-pw'");
     sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 2000) i");
     sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
     sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true()); "
-               "GRANT SELECT ON t TO kill_worker");
+               "GRANT SELECT ON t TO " + worker);
     const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
-                                 " user=kill_worker password=kill-pw dbname=" + db_;
+                                 " user=" + worker + " password=kill-pw dbname=" + db_;
     const fs::path dest = dir_ / "t.backup";
     const auto entries = [&] { return std::distance(fs::directory_iterator(dir_), fs::directory_iterator()); };
     // A killed client's backend ends when it next writes to the closed socket (within a few rows).
     const auto worker_gone = [&] {
         return connpool::testing::eventually(
-            [&] { return sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'kill_worker'") == "0"; },
+            [&] { return sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", {worker}) == "0"; },
             20s);
     };
     auto kill_in_copy = [&] {
@@ -478,7 +481,7 @@ TEST_F(PostgresTableJobs, a_backup_killed_in_its_copy_leaves_no_file_or_the_old_
             std::_Exit(127);
         }
         ASSERT_GT(pid, 0);
-        const bool in_copy = wait_for_running(sql(), "kill_worker", "COPY") &&
+        const bool in_copy = wait_for_running(sql(), worker, "COPY") &&
                              connpool::testing::eventually([&] { return entries() > before; }, 10s);
         ::kill(pid, SIGKILL);
         int status = 0;
