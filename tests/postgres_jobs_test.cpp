@@ -107,8 +107,10 @@ protected:
     }
 
     /// Runs `job` to its end; returns the end state (the error is in last_error_).
-    JobState run(connpool::Job<pg::Connection> job) {
-        auto handle = runner().submit(std::move(job));
+    JobState run(connpool::Job<pg::Connection> job) { return run_on(runner(), std::move(job)); }
+    /// The same on runner `r`.
+    JobState run_on(PgRunner& r, connpool::Job<pg::Connection> job) {
+        auto handle = r.submit(std::move(job));
         const JobState end = handle.wait();
         last_error_ = handle.error();
         return end;
@@ -384,13 +386,7 @@ TEST_F(PostgresTableJobs, a_server_restart_in_the_middle_of_copies_fails_those_j
     options.validate_after_idle = 0ms; // as in production after a while: an idle connection is checked
     PgPool pool(pg::Factory(conninfo), options);
     PgRunner r(pool);
-    auto job = [&](connpool::Job<pg::Connection> j) {
-        auto h = r.submit(std::move(j));
-        const JobState end = h.wait();
-        last_error_ = h.error();
-        return end;
-    };
-    ASSERT_EQ(job(pg::backup_table({"u"}, dir_ / "u")), JobState::succeeded) << last_error_;
+    ASSERT_EQ(run_on(r, pg::backup_table({"u"}, dir_ / "u")), JobState::succeeded) << last_error_;
     sql().exec("DELETE FROM u WHERE id > 10");
     const std::string u_before = fingerprint("u");
     sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
@@ -431,8 +427,8 @@ TEST_F(PostgresTableJobs, a_server_restart_in_the_middle_of_copies_fails_those_j
 
     // The same runner goes on: the idle connection is found dead and replaced, new ones are made.
     sql().exec("ALTER TABLE t DISABLE ROW LEVEL SECURITY; DROP TRIGGER slow ON u");
-    ASSERT_EQ(job(pg::backup_table({"t"}, dir_ / "t")), JobState::succeeded) << last_error_;
-    ASSERT_EQ(job(pg::restore_table({"u"}, dir_ / "u")), JobState::succeeded) << last_error_;
+    ASSERT_EQ(run_on(r, pg::backup_table({"t"}, dir_ / "t")), JobState::succeeded) << last_error_;
+    ASSERT_EQ(run_on(r, pg::restore_table({"u"}, dir_ / "u")), JobState::succeeded) << last_error_;
     EXPECT_EQ(sql().query_value("SELECT count(*) FROM u"), "3000");
     std::vector<connpool::JobHandle> more;
     for (int i = 0; i < 3; ++i) more.push_back(r.submit(pg::backup_table({"t"}, dir_ / ("t" + std::to_string(i)))));
@@ -708,15 +704,9 @@ TEST_F(PostgresDatabaseJobs, table_and_database_round_trips_work_through_pgbounc
     PgPool pool(pg::Factory(bouncer.conninfo(db_)), pg_pool_options(3));
     PgRunner r(pool);
 
-    auto job = [&](connpool::Job<pg::Connection> j) {
-        auto h = r.submit(std::move(j));
-        const JobState end = h.wait();
-        last_error_ = h.error();
-        return end;
-    };
-    ASSERT_EQ(job(pg::backup_table({"awkward"}, dir_ / "awkward")), JobState::succeeded) << last_error_ << bouncer.log();
+    ASSERT_EQ(run_on(r, pg::backup_table({"awkward"}, dir_ / "awkward")), JobState::succeeded) << last_error_ << bouncer.log();
     sql().exec("DELETE FROM awkward WHERE id % 2 = 0");
-    ASSERT_EQ(job(pg::restore_table({"awkward"}, dir_ / "awkward")), JobState::succeeded) << last_error_;
+    ASSERT_EQ(run_on(r, pg::restore_table({"awkward"}, dir_ / "awkward")), JobState::succeeded) << last_error_;
     EXPECT_EQ(fingerprint("awkward"), awkward);
     // The pool's sessions really are PgBouncer's clients (its admin console lists them).
     {
