@@ -154,18 +154,51 @@ TEST_F(PostgresConnection, the_password_never_appears_in_a_connection_error) {
     }
 }
 
+/// Returns the message of the AcquireTimeout that acquiring from `pool` must end in ("" and a
+/// failure when it acquires).
+std::string acquire_timeout_message(PgPool& pool) {
+    try {
+        (void)pool.acquire();
+        ADD_FAILURE() << "acquired";
+    } catch (const connpool::AcquireTimeout& e) {
+        return e.what();
+    }
+    return "";
+}
+
 TEST_F(PostgresConnection, an_acquire_timeout_says_why_connecting_fails_without_the_password) {
     auto options = pg_pool_options(1);
     options.acquire_timeout = 1500ms;
     PgPool pool(Factory(server().conninfo("no_such_db")), options);
-    try {
-        (void)pool.acquire();
-        FAIL() << "acquired";
-    } catch (const connpool::AcquireTimeout& e) {
-        const std::string message = e.what();
-        EXPECT_NE(message.find("no_such_db"), std::string::npos) << message;
+    const std::string message = acquire_timeout_message(pool);
+    EXPECT_NE(message.find("no_such_db"), std::string::npos) << message;
+    EXPECT_EQ(message.find(PgServer::password), std::string::npos) << message;
+}
+
+TEST_F(PostgresConnection, a_server_that_is_down_at_start_gives_an_acquire_timeout_with_libpqs_reason_and_later_serves) {
+    auto options = pg_pool_options(2);
+    options.acquire_timeout = 1500ms;
+    // Nothing listens on the port: the timeout carries libpq's "Connection refused".
+    {
+        const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(connpool::testing::free_loopback_port()) +
+                                     " user=connpool password=" + std::string(PgServer::password) + " dbname=x";
+        PgPool pool(Factory(conninfo), options);
+        const std::string message = acquire_timeout_message(pool);
+        EXPECT_NE(message.find("Connection refused"), std::string::npos) << message;
+        EXPECT_NE(message.find("127.0.0.1"), std::string::npos) << message;
         EXPECT_EQ(message.find(PgServer::password), std::string::npos) << message;
     }
+    // The test server itself stopped: the same, and once it is back the same pool serves.
+    PgPool pool(factory(), options);
+    server().stop();
+    const std::string message = acquire_timeout_message(pool);
+    EXPECT_NE(message.find("Connection refused"), std::string::npos) << message;
+    EXPECT_EQ(message.find(PgServer::password), std::string::npos) << message;
+    std::printf("server down: %s\n", message.c_str());
+    ASSERT_TRUE(server().start()) << server().log();
+    auto lease = pool.acquire_for(10s); // the pool retries creation with back-off (at most 1 s apart)
+    EXPECT_EQ(lease->query_value("SELECT 1"), "1");
+    EXPECT_GE(pool.stats().create_failures, 1u);
 }
 
 TEST_F(PostgresConnection, after_a_server_restart_dead_connections_are_replaced_and_work_goes_on) {

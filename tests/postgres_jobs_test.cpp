@@ -4,14 +4,22 @@
 // more jobs than connections.
 
 #include <connpool/jobs.hpp>
+#include <connpool/monitor/hub.hpp>
+#include <connpool/monitor/prometheus.hpp>
 #include <connpool/pool.hpp>
 #include <connpool/postgres.hpp>
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +27,11 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "eventually.hpp"
 #include "pg_fixtures.hpp"
+#include "pgbouncer.hpp"
 
 namespace {
 
@@ -27,11 +39,39 @@ namespace fs = std::filesystem;
 namespace pg = connpool::postgres;
 using namespace std::chrono_literals;
 using connpool::JobState;
+using connpool::testing::PgBouncer;
 using connpool::testing::PgPool;
 using connpool::testing::PgRunner;
 using connpool::testing::PgServer;
 using connpool::testing::PgTest;
 using connpool::testing::pg_pool_options;
+
+/// The environment that makes this binary, re-executed, the killed backup's child process.
+constexpr const char* kill_child_conninfo = "CONNPOOL_PG_KILL_CHILD_CONNINFO";
+constexpr const char* kill_child_dest = "CONNPOOL_PG_KILL_CHILD_DEST";
+
+/// The child's work: back up public.t to the destination, replacing it (overwrite). Exits 0
+/// when it finished, which the parent never lets it do: it is SIGKILLed in its COPY.
+[[noreturn]] void kill_child_main(const char* conninfo, const char* dest) {
+    int code = 0;
+    try {
+        PgPool pool(pg::Factory(conninfo), pg_pool_options(1));
+        PgRunner runner(pool);
+        pg::TableBackupOptions o;
+        o.overwrite = true;
+        code = runner.submit(pg::backup_table({"t"}, dest, o)).wait() == JobState::succeeded ? 0 : 2;
+    } catch (const std::exception&) {
+        code = 4;
+    }
+    std::_Exit(code);
+}
+
+/// Runs the child's work when this process is one (before main, so before GoogleTest).
+const bool kill_child_started = [] {
+    const char* conninfo = std::getenv(kill_child_conninfo);
+    if (conninfo != nullptr) kill_child_main(conninfo, std::getenv(kill_child_dest));
+    return false;
+}();
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr int kManyRows = 100'000; // the 1M-row case, kept modest under sanitizers
@@ -67,8 +107,10 @@ protected:
     }
 
     /// Runs `job` to its end; returns the end state (the error is in last_error_).
-    JobState run(connpool::Job<pg::Connection> job) {
-        auto handle = runner().submit(std::move(job));
+    JobState run(connpool::Job<pg::Connection> job) { return run_on(runner(), std::move(job)); }
+    /// The same on runner `r`.
+    JobState run_on(PgRunner& r, connpool::Job<pg::Connection> job) {
+        auto handle = r.submit(std::move(job));
         const JobState end = handle.wait();
         last_error_ = handle.error();
         return end;
@@ -330,6 +372,143 @@ TEST_F(PostgresTableJobs, a_cancel_stops_a_running_restore_copy_and_the_table_is
     EXPECT_EQ(lease->query_value("SELECT count(*) FROM t"), "10");
 }
 
+TEST_F(PostgresTableJobs, a_server_restart_in_the_middle_of_copies_fails_those_jobs_saying_why_and_the_next_ones_succeed) {
+    // A backup made slow by a policy (20 ms a row; policies need a plain role) and a restore made
+    // slow by a trigger are both in their COPY when the server restarts (pg_ctl restart -m fast).
+    const std::string worker = "restart_" + db_; // roles are the cluster's: one per test, so a repeat works
+    sql().exec("CREATE ROLE " + worker + " LOGIN PASSWORD 'worker-pw'");
+    sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 2000) i");
+    sql().exec("CREATE TABLE u (id int, v text); INSERT INTO u SELECT i, 'v' || i FROM generate_series(1, 3000) i");
+    sql().exec("GRANT ALL ON t, u TO " + worker);
+    const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
+                                 " user=" + worker + " password=worker-pw dbname=" + db_;
+    auto options = pg_pool_options(3);
+    options.validate_after_idle = 0ms; // as in production after a while: an idle connection is checked
+    PgPool pool(pg::Factory(conninfo), options);
+    PgRunner r(pool);
+    ASSERT_EQ(run_on(r, pg::backup_table({"u"}, dir_ / "u")), JobState::succeeded) << last_error_;
+    sql().exec("DELETE FROM u WHERE id > 10");
+    const std::string u_before = fingerprint("u");
+    sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
+    sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true())");
+    sql().exec("CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+               "'BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END'");
+    sql().exec("CREATE TRIGGER slow BEFORE INSERT ON u FOR EACH ROW EXECUTE FUNCTION slow_row()");
+    {
+        auto a = pool.acquire(), b = pool.acquire(), c = pool.acquire(); // three open: one stays idle
+    }
+
+    auto backup = r.submit(pg::backup_table({"t"}, dir_ / "t"));
+    auto restore = r.submit(pg::restore_table({"u"}, dir_ / "u"));
+    ASSERT_TRUE(connpool::testing::eventually(
+        [&] {
+            return sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active' "
+                                     "AND query LIKE 'COPY%'",
+                                     {worker}) == "2";
+        },
+        20s))
+        << "the two COPYs did not start";
+    ASSERT_TRUE(server().restart()) << server().log();
+    admin_.emplace(direct()); // ours died too
+    for (auto* h : {&backup, &restore}) {
+        ASSERT_TRUE(h->wait_for(30s)) << "a job did not notice the restart";
+        EXPECT_EQ(h->wait(), JobState::failed) << h->progress().name;
+        const std::string why = h->error();
+        EXPECT_TRUE(why.find("terminating connection due to administrator command") != std::string::npos ||
+                    why.find("server closed the connection") != std::string::npos)
+            << why;
+        EXPECT_NE(why.find(h->progress().name), std::string::npos) << why;
+        EXPECT_EQ(why.find("worker-pw"), std::string::npos) << why;
+        std::printf("failed by the restart: %s\n", why.c_str());
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "t"));
+    EXPECT_EQ(fingerprint("u"), u_before) << "the restore's transaction was not rolled back";
+    EXPECT_EQ(pool.stats().discarded, 2u) << "both dead connections are discarded, not pooled";
+
+    // The same runner goes on: the idle connection is found dead and replaced, new ones are made.
+    sql().exec("ALTER TABLE t DISABLE ROW LEVEL SECURITY; DROP TRIGGER slow ON u");
+    ASSERT_EQ(run_on(r, pg::backup_table({"t"}, dir_ / "t")), JobState::succeeded) << last_error_;
+    ASSERT_EQ(run_on(r, pg::restore_table({"u"}, dir_ / "u")), JobState::succeeded) << last_error_;
+    EXPECT_EQ(sql().query_value("SELECT count(*) FROM u"), "3000");
+    std::vector<connpool::JobHandle> more;
+    for (int i = 0; i < 3; ++i) more.push_back(r.submit(pg::backup_table({"t"}, dir_ / ("t" + std::to_string(i)))));
+    for (auto& h : more) EXPECT_EQ(h.wait(), JobState::succeeded) << h.error();
+    const auto stats = pool.stats();
+    EXPECT_GE(stats.validation_failures, 1u) << "the idle connection was not validated";
+    EXPECT_EQ(stats.discarded, 2u);
+    EXPECT_EQ(stats.in_use, 0u);
+    EXPECT_EQ(stats.open, stats.idle);
+    EXPECT_LE(stats.open, 3u);
+    EXPECT_EQ(stats.created - stats.destroyed, stats.open);
+}
+
+TEST_F(PostgresTableJobs, a_backup_killed_in_its_copy_leaves_no_file_or_the_old_one_and_the_next_backup_cleans_up) {
+    // The child backs up as a plain role through a policy that takes 20 ms a row (40 s in all),
+    // so it is surely in its COPY, its temp file open, when it is SIGKILLed.
+    const std::string worker = "kill_" + db_; // roles are the cluster's: one per test, so a repeat works
+    sql().exec("CREATE ROLE " + worker + " LOGIN PASSWORD 'kill-pw'");
+    sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 2000) i");
+    sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
+    sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true()); "
+               "GRANT SELECT ON t TO " + worker);
+    const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
+                                 " user=" + worker + " password=kill-pw dbname=" + db_;
+    const fs::path dest = dir_ / "t.backup";
+    const auto entries = [&] { return std::distance(fs::directory_iterator(dir_), fs::directory_iterator()); };
+    // A killed client's backend ends when it next writes to the closed socket (within a few rows).
+    const auto worker_gone = [&] {
+        return connpool::testing::eventually(
+            [&] { return sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", {worker}) == "0"; },
+            20s);
+    };
+    auto kill_in_copy = [&] {
+        ASSERT_TRUE(worker_gone()) << "the last child's session is still there";
+        std::vector<std::string> env_strings{std::string(kill_child_conninfo) + "=" + conninfo,
+                                             std::string(kill_child_dest) + "=" + dest.string()};
+        for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+        std::vector<char*> env;
+        for (auto& e : env_strings) env.push_back(e.data());
+        env.push_back(nullptr);
+        const auto before = entries();
+        const pid_t pid = ::fork(); // exec at once: the child starts single-threaded
+        if (pid == 0) {
+            const char* argv[] = {"postgres_jobs_test", "--gtest_list_tests", nullptr};
+            ::execve("/proc/self/exe", const_cast<char* const*>(argv), env.data());
+            std::_Exit(127);
+        }
+        ASSERT_GT(pid, 0);
+        const bool in_copy = wait_for_running(sql(), worker, "COPY") &&
+                             connpool::testing::eventually([&] { return entries() > before; }, 10s);
+        ::kill(pid, SIGKILL);
+        int status = 0;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        ASSERT_TRUE(in_copy) << "the child never reached its COPY with a temp file";
+        ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+        EXPECT_EQ(entries(), before + 1) << "the killed backup's temp file is left (and nothing else)";
+    };
+
+    // No file before: none after, only the stale temp; the next backup removes it.
+    kill_in_copy();
+    EXPECT_FALSE(fs::exists(dest));
+    ASSERT_EQ(run(pg::backup_table({"t"}, dest)), JobState::succeeded) << last_error_; // as superuser: fast
+    EXPECT_EQ(entries(), 1) << "the stale temp file was not removed";
+    const std::string old = connpool::testing::slurp(dest);
+
+    // An old backup at the destination: a kill while overwriting it leaves it byte for byte.
+    sql().exec("DELETE FROM t WHERE id > 1000");
+    kill_in_copy();
+    EXPECT_EQ(connpool::testing::slurp(dest), old);
+    pg::TableBackupOptions o;
+    o.overwrite = true;
+    ASSERT_EQ(run(pg::backup_table({"t"}, dest, o)), JobState::succeeded) << last_error_;
+    EXPECT_EQ(entries(), 1) << "the stale temp file was not removed";
+    ASSERT_TRUE(worker_gone()); // its ACCESS SHARE lock would fail the restore's TRUNCATE (NOWAIT)
+    sql().exec("TRUNCATE t");
+    ASSERT_EQ(run(pg::restore_table({"t"}, dest)), JobState::succeeded) << last_error_;
+    EXPECT_EQ(sql().query_value("SELECT count(*) FROM t"), "1000");
+}
+
 TEST_F(PostgresTableJobs, more_table_jobs_than_connections_all_succeed_through_a_small_pool) {
     constexpr int tables = 8;
     std::vector<std::string> before;
@@ -376,11 +555,13 @@ protected:
         PostgresTableJobs::TearDown();
     }
 
-    /// Creates the empty target database and a runner with a pool of `size` on it.
-    PgRunner& target(std::size_t size = 3) {
+    /// Creates the empty target database and a runner with a pool of `size` on it (connecting
+    /// through `via` when given).
+    PgRunner& target(std::size_t size = 3, const PgBouncer* via = nullptr) {
         target_ = db_ + "_r";
         EXPECT_EQ(server().psql("CREATE DATABASE " + target_ + " TEMPLATE template0 ENCODING 'UTF8'"), 0);
-        target_pool_.emplace(pg::Factory(server().conninfo(target_)), pg_pool_options(size));
+        target_pool_.emplace(pg::Factory(via != nullptr ? via->conninfo(target_) : server().conninfo(target_)),
+                             pg_pool_options(size));
         target_runner_.emplace(*target_pool_);
         return *target_runner_;
     }
@@ -449,6 +630,9 @@ TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapsh
                "balance bigint, pad text)");
     sql().exec("INSERT INTO a SELECT i, 100, repeat('x', 200) FROM generate_series(1, 10000) i");
     sql().exec("INSERT INTO b SELECT i, 0, repeat('y', 200) FROM generate_series(1, 10000) i");
+    // Every transfer is also logged with a serial id: the restored sequence must lie beyond every
+    // restored row (sequences are not MVCC: read after the snapshot, they can only be ahead).
+    sql().exec("CREATE TABLE log (id bigserial PRIMARY KEY, moved int)");
     std::atomic<bool> stop{false};
     std::atomic<int> transfers{0};
     std::thread writer([&] {
@@ -456,7 +640,7 @@ TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapsh
         for (int i = 0; !stop.load(); ++i) {
             const std::string id = std::to_string(1 + i % 10000);
             w.exec("BEGIN; UPDATE a SET balance = balance - 1 WHERE id = " + id + "; UPDATE b SET balance = balance + 1 "
-                   "WHERE id = " + id + "; COMMIT");
+                   "WHERE id = " + id + "; INSERT INTO log (moved) VALUES (" + id + "); COMMIT");
             transfers.fetch_add(1);
         }
     });
@@ -471,6 +655,8 @@ TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapsh
     ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
     pg::Connection t = target_sql();
     EXPECT_EQ(t.query_value("SELECT (SELECT sum(balance) FROM a) + (SELECT sum(balance) FROM b)"), "1000000");
+    EXPECT_EQ(t.query_value("SELECT (SELECT sum(balance) FROM b) = (SELECT count(*) FROM log)"), "t");
+    EXPECT_EQ(t.query_value("SELECT nextval('log_id_seq') > (SELECT coalesce(max(id), 0) FROM log)"), "t");
     EXPECT_GT(during, 50);
 }
 
@@ -506,6 +692,150 @@ TEST_F(PostgresDatabaseJobs, a_set_with_a_changed_file_is_refused_before_the_tar
     EXPECT_THROW((void)pg::restore_database(r, dir_ / "set"), connpool::io::Error);
     pg::Connection t = target_sql();
     EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_class WHERE relname = 't'"), "0");
+}
+
+TEST_F(PostgresDatabaseJobs, table_and_database_round_trips_work_through_pgbouncer_in_session_mode) {
+    sql().exec("CREATE TABLE child (id bigserial PRIMARY KEY, note text); INSERT INTO child (note) SELECT 'n' || i "
+               "FROM generate_series(1, 3000) i");
+    create_awkward(200);
+    const std::string awkward = fingerprint("awkward"), child = fingerprint("child");
+    PgBouncer bouncer; // declared before the pools: it outlives their connections
+    CONNPOOL_REQUIRE_PGBOUNCER(bouncer);
+    PgPool pool(pg::Factory(bouncer.conninfo(db_)), pg_pool_options(3));
+    PgRunner r(pool);
+
+    ASSERT_EQ(run_on(r, pg::backup_table({"awkward"}, dir_ / "awkward")), JobState::succeeded) << last_error_ << bouncer.log();
+    sql().exec("DELETE FROM awkward WHERE id % 2 = 0");
+    ASSERT_EQ(run_on(r, pg::restore_table({"awkward"}, dir_ / "awkward")), JobState::succeeded) << last_error_;
+    EXPECT_EQ(fingerprint("awkward"), awkward);
+    // The pool's sessions really are PgBouncer's clients (its admin console lists them).
+    {
+        pg::Connection admin = pg::Factory(bouncer.conninfo("pgbouncer")).create();
+        const pg::Result clients = admin.exec("SHOW CLIENTS");
+        int ours = 0;
+        for (int i = 0; i < clients.rows(); ++i)
+            for (int col = 0; col < clients.columns(); ++col)
+                if (std::string(PQfname(clients.handle(), col)) == "database" && clients.get(i, col) == db_) ++ours;
+        EXPECT_GE(ours, 1) << "no client of PgBouncer on " << db_;
+    }
+
+    // A whole set: the leader's exported snapshot is imported by the table jobs' sessions and
+    // by pg_dump's, all through PgBouncer (session mode keeps each on one server session).
+    auto backup = pg::backup_database(r, dir_ / "set");
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error() << bouncer.log();
+    auto restore = pg::restore_database(target(3, &bouncer), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error() << bouncer.log();
+    pg::Connection t = target_sql();
+    EXPECT_EQ(fingerprint_on(t, "awkward"), awkward);
+    EXPECT_EQ(fingerprint_on(t, "child"), child);
+    EXPECT_EQ(t.query_value("SELECT nextval('child_id_seq')"), "3001");
+    EXPECT_EQ(pool.stats().in_use, 0u);
+}
+
+TEST_F(PostgresDatabaseJobs, a_set_of_chosen_tables_holds_only_those_and_restores_into_an_empty_database) {
+    sql().exec("CREATE SCHEMA \"Other\"; CREATE TABLE a (id serial PRIMARY KEY, v text); CREATE TABLE b (id serial, v "
+               "text); CREATE TABLE \"Other\".\"C c\" (id bigserial PRIMARY KEY, a int REFERENCES a, v text)");
+    sql().exec("INSERT INTO a (v) SELECT 'a' || i FROM generate_series(1, 700) i; INSERT INTO b (v) SELECT 'b' || i FROM "
+               "generate_series(1, 300) i; INSERT INTO \"Other\".\"C c\" (a, v) SELECT 1 + i % 700, 'c' || i FROM "
+               "generate_series(1, 900) i");
+    const std::string a = fingerprint("a"), c = fingerprint("\"Other\".\"C c\"");
+    pg::DatabaseBackupOptions o;
+    o.tables = {pg::Table{"a"}, pg::Table{"Other", "C c"}};
+    auto backup = pg::backup_database(runner(3), dir_ / "set", o);
+    ASSERT_EQ(backup.tables().size(), 2u);
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    const auto list = nlohmann::json::parse(connpool::testing::slurp(dir_ / "set" / "tables.json"));
+    std::vector<std::string> names;
+    for (const auto& t : list) names.push_back(t.at("schema").get<std::string>() + "." + t.at("name").get<std::string>());
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"Other.C c", "public.a"}));
+    const auto manifest = nlohmann::json::parse(connpool::testing::slurp(dir_ / "set" / "manifest.json"));
+    EXPECT_EQ(manifest.at("files").size(), 6u) << manifest.dump(2); // four set files and two tables
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "set"), fs::directory_iterator()), 7) << "and the manifest";
+    EXPECT_EQ(connpool::testing::slurp(dir_ / "set" / "pre-data.sql").find("public.b "), std::string::npos);
+    EXPECT_EQ(connpool::testing::slurp(dir_ / "set" / "sequences.json").find("b_id_seq"), std::string::npos);
+
+    auto restore = pg::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    pg::Connection t = target_sql();
+    EXPECT_EQ(fingerprint_on(t, "a"), a);
+    EXPECT_EQ(fingerprint_on(t, "\"Other\".\"C c\""), c);
+    EXPECT_EQ(t.query_value("SELECT to_regclass('public.b') IS NULL"), "t");
+    EXPECT_EQ(t.query_value("SELECT nextval('a_id_seq')"), "701");
+    EXPECT_EQ(t.query_value("SELECT nextval('\"Other\".\"C c_id_seq\"')"), "901");
+}
+
+TEST_F(PostgresDatabaseJobs, a_chosen_table_that_does_not_exist_is_refused_before_anything_is_written) {
+    sql().exec("CREATE TABLE a (id int)");
+    pg::DatabaseBackupOptions o;
+    o.tables = {pg::Table{"a"}, pg::Table{"no such", "table"}};
+    try {
+        auto backup = pg::backup_database(runner(3), dir_ / "set", o);
+        FAIL() << "started";
+    } catch (const pg::Error& e) {
+        const std::string message = e.what();
+        EXPECT_NE(message.find("\"no such\".\"table\""), std::string::npos) << message;
+        EXPECT_NE(message.find("does not exist"), std::string::npos) << message;
+        EXPECT_NE(message.find("DatabaseBackupOptions::tables"), std::string::npos) << message;
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "set")) << "nothing is written for a set that cannot start";
+    EXPECT_EQ(pool_->stats().in_use, 0u);
+}
+
+TEST_F(PostgresDatabaseJobs, a_watched_database_backup_shows_one_job_per_table_and_the_aggregate_adds_them_up) {
+    const std::vector<std::string> names{"small", "medium", "large"};
+    for (std::size_t i = 0; i < names.size(); ++i)
+        sql().exec("CREATE TABLE " + names[i] + " (id int, v text); INSERT INTO " + names[i] + " SELECT g, repeat('x', 200) "
+                   "FROM generate_series(1, " + std::to_string(5000 * (i + 1) * (i + 1)) + ") g");
+    connpool::monitor::Hub hub;
+    auto& r = runner(3);
+    const auto watch = hub.watch(r);
+    auto backup = pg::backup_database(r, dir_ / "set");
+    // While it runs: the aggregate never goes back, never passes its total, and the hub never
+    // shows more jobs than tables.
+    std::uint64_t last_done = 0;
+    while (backup.progress().tables_done < names.size()) {
+        const auto p = backup.progress();
+        EXPECT_GE(p.done, last_done);
+        EXPECT_LE(p.done, p.total);
+        EXPECT_EQ(p.tables, names.size());
+        if (p.eta) {
+            EXPECT_GT(p.eta->count(), 0);
+        }
+        last_done = p.done;
+        EXPECT_LE(hub.jobs().size(), names.size());
+        std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+
+    // One job per table, largest first, each at 100 % in bytes; the aggregate is their sum.
+    const auto jobs = hub.jobs();
+    ASSERT_EQ(jobs.size(), names.size());
+    std::uint64_t sum = 0;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        EXPECT_EQ(jobs[i].name, pg::Table{names[names.size() - 1 - i]}.display());
+        EXPECT_EQ(jobs[i].kind, connpool::JobKind::backup);
+        EXPECT_EQ(jobs[i].state, JobState::succeeded);
+        EXPECT_EQ(jobs[i].unit, "bytes");
+        EXPECT_GT(jobs[i].done, 0u);
+        EXPECT_EQ(jobs[i].done, jobs[i].total);
+        sum += jobs[i].done;
+    }
+    const auto total = backup.progress();
+    EXPECT_EQ(total.done, sum);
+    EXPECT_EQ(total.total, sum);
+    EXPECT_EQ(total.tables_done, names.size());
+    EXPECT_FALSE(total.eta.has_value()) << "no time left once done";
+    // And Prometheus has each table's ratio at 1.
+    const std::string metrics = connpool::monitor::render_prometheus(hub.metrics());
+    std::size_t series = 0;
+    for (std::size_t at = metrics.find("\nconnpool_job_progress_ratio{"); at != std::string::npos;
+         at = metrics.find("\nconnpool_job_progress_ratio{", at + 1)) {
+        ++series;
+        const std::size_t end = metrics.find('\n', at + 1);
+        EXPECT_EQ(metrics.substr(end - 2, 2), " 1") << metrics.substr(at + 1, end - at - 1);
+    }
+    EXPECT_EQ(series, names.size()) << metrics;
 }
 
 } // namespace

@@ -74,6 +74,23 @@ inline std::string slurp(const std::filesystem::path& path) {
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+/// Returns a TCP port on 127.0.0.1 that nothing listens on right now (-1 if none).
+inline int free_loopback_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+        port = ntohs(addr.sin_port);
+    ::close(fd);
+    return port;
+}
+
 /// A throwaway PostgreSQL cluster; see the file comment. All members are safe to call from any
 /// thread once started; restart()/stop()/start() are for fault tests (one test at a time).
 class PgServer {
@@ -145,22 +162,6 @@ private:
         return run_shell(command, dir_ / "setup.log");
     }
 
-    static int free_port() {
-        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) return -1;
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = 0;
-        socklen_t len = sizeof addr;
-        int port = -1;
-        if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-            port = ntohs(addr.sin_port);
-        ::close(fd);
-        return port;
-    }
-
     void boot() {
         try {
             boot_or_throw();
@@ -199,7 +200,7 @@ private:
                                    " -E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 --no-sync";
         if (run_as_owner(initdb) != 0) throw std::runtime_error("initdb failed:\n" + slurp(dir_ / "setup.log"));
         for (int attempt = 0; attempt < 5; ++attempt) {
-            port_ = free_port();
+            port_ = free_loopback_port();
             if (port_ < 0) throw std::runtime_error("no free loopback port");
             {
                 std::ofstream conf(dir_ / "data" / "postgresql.auto.conf", std::ios::trunc);

@@ -27,13 +27,41 @@ namespace connpool::postgres::detail {
 /// How often a waiting job looks at its stop flag: a stop is acted on within this slice.
 inline constexpr int stop_poll_ms = 100;
 
+/// How long a cancel request may take to be delivered (libpq 17's cancel API only: PQcancel has
+/// no bound of its own).
+inline constexpr std::chrono::seconds cancel_timeout{5};
+
 /// Asks the server to cancel what `conn` is running (a no-op when nothing is). Returns false when
 /// the cancel request could not be sent.
 inline bool send_cancel(PGconn* conn) noexcept {
+#ifdef LIBPQ_HAS_ASYNC_CANCEL
+    // libpq 17+: the request goes over a connection made like `conn` (its TLS and GSS settings,
+    // which PQcancel ignores), polled here so it is bounded by cancel_timeout. Not exercised by
+    // the suite: Debian 12's libpq is 15, which takes the PQcancel branch.
+    PGcancelConn* cancel = PQcancelCreate(conn);
+    if (cancel == nullptr) return false;
+    struct Finish {
+        PGcancelConn* c;
+        ~Finish() { PQcancelFinish(c); }
+    } finish{cancel};
+    if (PQcancelStatus(cancel) == CONNECTION_BAD || PQcancelStart(cancel) == 0) return false;
+    const auto deadline = std::chrono::steady_clock::now() + cancel_timeout;
+    for (;;) {
+        const PostgresPollingStatusType status = PQcancelPoll(cancel);
+        if (status == PGRES_POLLING_OK) return true;
+        if (status == PGRES_POLLING_FAILED) return false;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return false;
+        pollfd pfd{PQcancelSocket(cancel), static_cast<short>(status == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+        if (pfd.fd < 0) return false;
+        if (::poll(&pfd, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) return false;
+    }
+#else
     CancelPtr cancel(PQgetCancel(conn));
     if (!cancel) return false;
     char message[256];
     return PQcancel(cancel.get(), message, sizeof message) == 1;
+#endif
 }
 
 /// Waits until `conn`'s socket is ready for `events` (POLLIN / POLLOUT), in slices of
@@ -110,6 +138,9 @@ template <class Body>
 void run_settled(PGconn* conn, const std::string& what, Body&& body) {
     auto fail = [&](const std::string& message, const std::string& sqlstate) {
         if (settle(conn)) throw OperationError(message);
+        // A lost link's libpq message is already in `message` (it is what failed): say so once.
+        if (PQstatus(conn) == CONNECTION_BAD)
+            throw Error(message + " (the connection to the server is lost: it is discarded)", sqlstate);
         throw Error(message + " (the connection is discarded: " + trimmed(PQerrorMessage(conn)) + ")",
                     sqlstate);
     };

@@ -59,8 +59,10 @@ namespace connpool::postgres {
 
 /// How backup_database() copies. Every field has a default.
 struct DatabaseBackupOptions {
-    /// The tables to copy (their schema is taken with pg_dump -t). Default: every ordinary table
-    /// outside the system schemas and extensions.
+    /// The tables to copy (their DDL is taken with pg_dump --table, their schemas are created if
+    /// missing, and only the sequences they own are recorded); a name that does not exist fails
+    /// backup_database before anything is written. Default: every ordinary table outside the
+    /// system schemas and extensions.
     std::vector<Table> tables{};
     /// Format, compression and verification of each table's file (overwrite and snapshot are set
     /// by the backup). Default: TableBackupOptions' defaults.
@@ -222,7 +224,15 @@ inline std::vector<SetTable> list_and_lock_tables(Connection& c, const std::vect
                                                   std::chrono::milliseconds lock_timeout) {
     std::vector<SetTable> out;
     if (!chosen.empty()) {
-        for (const auto& t : chosen) out.push_back({t, "", 0});
+        // Named tables are checked all at once, so the message lists every missing one.
+        std::string missing;
+        for (const auto& t : chosen) {
+            if (c.query_value("SELECT to_regclass($1) IS NULL", {qualified(c.handle(), t)}) == "t")
+                missing += (missing.empty() ? "" : ", ") + t.display();
+            out.push_back({t, "", 0});
+        }
+        if (!missing.empty())
+            throw Error("DatabaseBackupOptions::tables names what does not exist in " + c.where() + ": " + missing, "42P01");
     } else {
         const Result r = c.exec(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
@@ -244,13 +254,25 @@ inline std::vector<SetTable> list_and_lock_tables(Connection& c, const std::vect
     return out;
 }
 
-/// Returns every sequence's state (outside system schemas and extensions) as JSON.
-inline nlohmann::json sequence_values(Connection& c) {
+/// Returns the sequences' state as JSON: every sequence outside system schemas and extensions,
+/// or, when tables were chosen, the ones those tables own (serial and identity columns: what
+/// pg_dump --table puts in the pre-data, so restore's setval finds them). Read on the leader in
+/// its snapshot's transaction, as pg_dump does; sequences are not MVCC, so this is the value now,
+/// at or past what the snapshot's rows used: nextval after a restore never collides with them.
+inline nlohmann::json sequence_values(Connection& c, const std::vector<SetTable>& tables, bool chosen) {
     nlohmann::json out = nlohmann::json::array();
-    const Result r = c.exec(
+    std::string sql =
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = "
         "'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS (SELECT 1 FROM pg_depend d "
-        "WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')");
+        "WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')";
+    if (chosen) {
+        std::string owners;
+        for (const auto& t : tables)
+            owners += (owners.empty() ? "" : ", ") + quote_literal(c.handle(), qualified(c.handle(), t.table)) + "::regclass";
+        sql += " AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND "
+               "d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjid IN (" + owners + "))";
+    }
+    const Result r = c.exec(sql);
     for (int i = 0; i < r.rows(); ++i) {
         const Table seq{r.get(i, 0), r.get(i, 1)};
         const Result v = c.exec("SELECT last_value, is_called FROM " + qualified(c.handle(), seq));
@@ -266,9 +288,21 @@ inline void dump_section(const std::filesystem::path& pg_dump, PGconn* login, co
                          const std::string& file) {
     std::vector<std::string> argv{pg_dump.string(), "--schema-only", "--section=" + section, "--snapshot=" + snapshot,
                                   "--no-password", "--lock-wait-timeout=" + std::to_string(std::max<std::int64_t>(1, lock_timeout.count()))};
-    if (chosen)
-        for (const auto& t : tables) argv.push_back("--table=" + t.table.display());
+    std::string schemas;
+    if (chosen) {
+        for (const auto& t : tables) {
+            argv.push_back("--table=" + t.table.display());
+            // pg_dump --table leaves the tables' schemas out: create them, so an empty database takes the set.
+            const std::string create = "CREATE SCHEMA IF NOT EXISTS " + quote_identifier(login, t.table.schema) + ";\n";
+            if (section == "pre-data" && schemas.find(create) == std::string::npos) schemas += create;
+        }
+    }
     io::TempFile temp(dir / file, io::Publish::no_replace);
+    for (std::size_t written = 0; written < schemas.size();) { // before pg_dump's output (same file offset)
+        const ssize_t n = ::write(temp.fd(), schemas.data() + written, schemas.size() - written);
+        if (n < 0 && errno != EINTR) io::detail::throw_errno("cannot write " + file_quoted(temp.path()), errno);
+        if (n > 0) written += static_cast<std::size_t>(n);
+    }
     run_tool(argv, login, temp.fd(), "pg_dump of the " + section + " schema");
     temp.sync();
     temp.publish();
@@ -326,9 +360,6 @@ template <class Runner>
     std::error_code ec;
     if (fs::exists(dest_dir, ec) && !fs::is_empty(dest_dir, ec))
         throw io::Error("cannot back up into " + detail::file_quoted(dest_dir) + ": the directory is not empty", EEXIST);
-    fs::create_directories(dest_dir, ec);
-    if (ec) throw io::Error("cannot create " + detail::file_quoted(dest_dir) + ": " + ec.message(), ec.value());
-    ::chmod(dest_dir.c_str(), 0700);
 
     auto leader = std::make_shared<decltype(pool.acquire())>(pool.acquire());
     Connection& c = **leader;
@@ -339,6 +370,10 @@ template <class Runner>
         c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         snapshot = *c.query_value("SELECT pg_export_snapshot()");
         tables = detail::list_and_lock_tables(c, options.tables, options.lock_timeout);
+        // Only now, with every table found and locked, does the set's directory appear.
+        fs::create_directories(dest_dir, ec);
+        if (ec) throw io::Error("cannot create " + detail::file_quoted(dest_dir) + ": " + ec.message(), ec.value());
+        ::chmod(dest_dir.c_str(), 0700);
         const int major = std::stoi(*c.query_value("SELECT current_setting('server_version_num')")) / 10000;
         const fs::path pg_dump = detail::find_pg_dump(options.pg_dump, major);
         if (const int tool = detail::pg_dump_major(pg_dump, c.handle()); tool < major)
@@ -349,7 +384,7 @@ template <class Runner>
                              options.lock_timeout, dest_dir, detail::pre_data_file);
         detail::dump_section(pg_dump, c.handle(), snapshot, "post-data", tables, !options.tables.empty(),
                              options.lock_timeout, dest_dir, detail::post_data_file);
-        detail::write_set_file(dest_dir, detail::sequences_file, detail::sequence_values(c).dump(2) + "\n");
+        detail::write_set_file(dest_dir, detail::sequences_file, detail::sequence_values(c, tables, !options.tables.empty()).dump(2) + "\n");
         nlohmann::json list = nlohmann::json::array();
         for (const auto& t : tables)
             list.push_back({{"schema", t.table.schema}, {"name", t.table.name}, {"file", t.file}, {"size", t.size}});
