@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
@@ -70,12 +71,18 @@ struct DatabaseBackupOptions {
     std::chrono::milliseconds lock_timeout{0};
     /// The pg_dump to run. Default: Debian's for the server's major version, else pg_dump on PATH.
     std::filesystem::path pg_dump{};
+    /// Called once per table job, before it is submitted; what it returns is that job's progress
+    /// callback (e.g. `[&](const Table&) { return hub.track(); }`, so every table's events reach
+    /// the monitoring sinks). Default none.
+    std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
 /// How restore_database() loads. Every field has a default.
 struct DatabaseRestoreOptions {
     /// Passed to each table's restore (TableRestoreOptions::lock_timeout). Default 0.
     std::chrono::milliseconds lock_timeout{0};
+    /// As DatabaseBackupOptions::table_progress: each table job's progress callback. Default none.
+    std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
 /// Aggregate progress of a database backup or restore.
@@ -368,7 +375,9 @@ template <class Runner>
     table_options.snapshot = snapshot;
     table_options.overwrite = false;
     table_options.lock_timeout = options.lock_timeout;
-    for (const auto& t : tables) state->handles.push_back(runner.submit(backup_table(t.table, dest_dir / t.file, table_options)));
+    for (const auto& t : tables)
+        state->handles.push_back(runner.submit(backup_table(t.table, dest_dir / t.file, table_options),
+                                               options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
     state->finisher = std::thread([state_ptr = state.get(), leader, tables, dest_dir, what] {
         auto [end, error] = detail::wait_tables(state_ptr->handles);
         if (end == JobState::succeeded) {
@@ -431,7 +440,8 @@ template <class Runner>
     TableRestoreOptions table_options;
     table_options.lock_timeout = options.lock_timeout;
     for (const auto& t : tables)
-        state->handles.push_back(runner.submit(restore_table(t.table, src_dir / t.file, table_options)));
+        state->handles.push_back(runner.submit(restore_table(t.table, src_dir / t.file, table_options),
+                                               options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
     state->finisher = std::thread([state_ptr = state.get(), leader, post, sequences, what] {
         auto [end, error] = detail::wait_tables(state_ptr->handles);
         if (end == JobState::succeeded) {
