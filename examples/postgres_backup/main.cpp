@@ -136,8 +136,11 @@ int run(const pgdemo::Settings& settings) {
         }, live ? 100ms : 250ms);
     };
 
-    // Connecting first gives a clear error (libpq's reason, password masked) before anything starts.
-    std::fprintf(human, "backing up %s into '%s' through a pool of %d+1 connections%s\n", source->acquire()->where().c_str(),
+    // One connection first, outside the pools: a wrong conninfo or a server that is down fails
+    // now with libpq's reason (password masked), instead of after the pool's acquire_timeout.
+    const std::string from = pg::Factory{settings.conninfo}.create().where(); // "database 'x' on host:port as 'user'"
+    const std::string into = restore_runner ? pg::Factory{settings.restore_into}.create().where() : "";
+    std::fprintf(human, "backing up %s into '%s' through a pool of %d+1 connections%s\n", from.c_str(),
                  settings.out.c_str(), settings.jobs, live ? " (Ctrl-C cancels)" : "");
 
     // ---- 4. the backup: returns once the table jobs are submitted (largest first) ----
@@ -154,7 +157,7 @@ int run(const pgdemo::Settings& settings) {
 
     // ---- 5. the restore, into a database that must be empty ----
     if (ok && restore_runner && !interrupted.load()) {
-        std::fprintf(human, "restoring '%s' into %s\n", settings.out.c_str(), target->acquire()->where().c_str());
+        std::fprintf(human, "restoring '%s' into %s\n", settings.out.c_str(), into.c_str());
         pg::DatabaseRestoreOptions restore_options;
         restore_options.table_progress = [&hub](const pg::Table&) { return hub.track(); };
         const auto restore_started = std::chrono::steady_clock::now();
@@ -190,9 +193,9 @@ int main(int argc, char** argv) {
     try {
         return run(std::get<pgdemo::Settings>(parsed));
     } catch (const std::exception& e) {
-        // The library masks passwords in its messages; terminal_safe() masks any password=... again.
+        // The library masks passwords in its messages; redact() masks any password=... again.
         std::fflush(stdout);
-        std::fprintf(stderr, "postgres_backup: %s\n", monitor::terminal_safe(e.what()).c_str());
+        std::fprintf(stderr, "postgres_backup: %s\n", monitor::redact(e.what()).c_str());
         return 1;
     }
 }

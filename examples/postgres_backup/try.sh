@@ -61,6 +61,7 @@ as_owner "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/server.log" -w \
 
 export PGHOST=127.0.0.1 PGPORT=$port PGUSER=connpool PGPASSWORD=$password # for psql; the example gets a conninfo
 psql() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+conninfo() { echo "host=127.0.0.1 port=$port user=connpool password=$password dbname=$1"; }
 psql -d postgres -c "CREATE DATABASE shop" -c "CREATE DATABASE shop_restored"
 
 # ---- sample data: a small shop, about --size-mb MB ----
@@ -91,8 +92,23 @@ ANALYZE;
 SQL
 echo "shop is $(psql -d shop -Atc "SELECT pg_size_pretty(pg_database_size('shop'))") on disk"
 
+# ---- mistakes first: clear errors, the password never shown ----
+set +e
+"$example" "host=127.0.0.1 port=$port user=connpool password=wrong-$password dbname=shop" --out "$work/x" >"$work/wrong.out" 2>&1
+wrong=$?
+"$example" --jobs 0 "$(conninfo shop)" >"$work/flag.out" 2>&1
+flag=$?
+set -e
+if [ "$wrong" != 1 ] || ! grep -q "password authentication failed" "$work/wrong.out" || grep -qF "$password" "$work/wrong.out"; then
+  echo "try.sh: FAILED: a wrong password should fail (status 1, not 0/$wrong) with libpq's reason and without the password:" >&2
+  cat "$work/wrong.out" >&2; exit 1
+fi
+if [ "$flag" != 2 ] || grep -qF "$password" "$work/flag.out"; then
+  echo "try.sh: FAILED: --jobs 0 should exit with status 2 (not $flag), without the password:" >&2; cat "$work/flag.out" >&2; exit 1
+fi
+echo "a wrong password: $(head -1 "$work/wrong.out")"
+
 # ---- the example: back up shop, restore into shop_restored ----
-conninfo() { echo "host=127.0.0.1 port=$port user=connpool password=$password dbname=$1"; }
 echo
 echo "\$ postgres_backup \"host=127.0.0.1 port=$port user=connpool password=*** dbname=shop\" \\"
 echo "      --out $work/backup --restore-into \"... dbname=shop_restored\" ${extra[*]:-}"
