@@ -12,6 +12,7 @@
 // so a changed, truncated or grown file is refused; `bytes` is the size of the COPY data before
 // compression and `rows` the number of rows, both checked again when the data is read back.
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdint>
@@ -260,7 +261,7 @@ public:
         auto deliver = [&](const char* p, std::size_t n) {
             out_bytes += n;
             if (header_.format == CopyFormat::text)
-                for (std::size_t i = 0; i < n; ++i) newlines += p[i] == '\n';
+                newlines += static_cast<std::uint64_t>(std::count(p, p + n, '\n')); // vectorised: a restore reads its file twice
             return sink(p, n);
         };
         ZSTD_DCtx* dctx = header_.compression == Compression::zstd ? ZSTD_createDCtx() : nullptr;
