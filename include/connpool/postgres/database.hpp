@@ -17,8 +17,8 @@
 // then the pre-data SQL runs, the tables load in parallel (restore_table), and, when all of them
 // succeeded, post-data and the sequences: indexes and key constraints first, on the leader and
 // every connection the pool has idle (as pg_restore -j builds them; post_data.hpp), each in its
-// own transaction; then the rest (foreign keys, triggers, ...) and the sequences in one. The leader's session ran pg_dump's SET commands, so
-// it is discarded afterwards rather than returned to the pool.
+// own transaction; then the rest (foreign keys, triggers, ...) and the sequences in one. Those
+// sessions ran pg_dump's SET commands, so they are discarded afterwards, not pooled again.
 //
 // Layout of a set: pre-data.sql, post-data.sql, tables.json (schema, name, file of each table),
 // sequences.json, table-NNNN.copy (table_file.hpp), manifest.json.
