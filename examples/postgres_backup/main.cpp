@@ -86,15 +86,7 @@ int run(const pgdemo::Settings& settings) {
     // ---- 3a. the monitoring hub: the pools and every table job report to it ----
     monitor::Hub hub;
     std::ofstream json_file;
-    if (!settings.json_lines.empty()) {
-        std::ostream* json_out = &std::cout;
-        if (settings.json_lines != "-") {
-            json_file.open(settings.json_lines, std::ios::out | std::ios::trunc);
-            if (!json_file) throw std::runtime_error("cannot write --json-lines file '" + settings.json_lines + "'");
-            json_out = &json_file;
-        }
-        hub.add(std::make_shared<monitor::JsonLinesSink>(*json_out));
-    }
+    examples::add_json_lines(hub, settings, json_file); // --json-lines
 
     // ---- 1. the pools, 2. the runners (the restore's only with --restore-into) ----
     auto source = make_pool(hub, settings.conninfo, settings.jobs, "backup");
@@ -112,15 +104,7 @@ int run(const pgdemo::Settings& settings) {
     }
 
     // ---- 3b. the sinks with threads of their own (after the runners, so they stop first) ----
-    std::optional<monitor::TextfileWriter> metrics_file;
-    if (!settings.metrics_file.empty())
-        metrics_file.emplace(settings.metrics_file, [&hub] { return monitor::render_prometheus(hub.metrics()); }, 1s,
-                             [](const std::exception& e) { std::fprintf(stderr, "postgres_backup: %s\n", e.what()); });
-    std::optional<monitor::HttpEndpoint> endpoint;
-    if (settings.serve) {
-        endpoint.emplace(*settings.serve, hub);
-        std::fprintf(human, "serving http://%s:%d/metrics and /jobs\n", settings.serve->host.c_str(), endpoint->port());
-    }
+    examples::ServingSinks serving(hub, settings, human, "postgres_backup"); // --metrics-file, --serve
     const auto size = monitor::terminal_size(::fileno(human));
     monitor::TerminalView view(human, {.live = live,
                                        .width = size ? size->first : 80,
@@ -169,14 +153,7 @@ int run(const pgdemo::Settings& settings) {
     const auto stats = source->stats();
     std::fprintf(human, "backup pool: max_size %zu, %llu connections created, %llu leases\n", stats.max_size,
                  static_cast<unsigned long long>(stats.created), static_cast<unsigned long long>(stats.acquired));
-    if (endpoint && settings.linger_s > 0 && !interrupted.load()) {
-        std::fprintf(human, "serving for %d s more (--linger; Ctrl-C stops)\n", settings.linger_s);
-        std::fflush(human);
-        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(settings.linger_s);
-        while (std::chrono::steady_clock::now() < until && !interrupted.load()) std::this_thread::sleep_for(50ms);
-    }
-    if (endpoint) endpoint->stop();
-    if (metrics_file) metrics_file->stop(); // the file's last version has every job's end
+    serving.linger_then_stop(human, interrupted); // --linger
     std::fprintf(human, "done in %.1f s: %s\n", seconds(std::chrono::steady_clock::now() - started),
                  interrupted.load() ? "interrupted" : ok ? "all succeeded" : "FAILED");
     if (interrupted.load()) return 130;
