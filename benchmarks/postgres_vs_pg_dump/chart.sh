@@ -37,6 +37,8 @@ set yrange [0:*]
 set xtics rotate by -40 left font ",9" nomirror
 set key off
 set bmargin 13
+set rmargin 14
+set offsets 0, 0, 0.5, 0
 plot "$data" using 1:3:(\$4 == 0 ? 0x2a7ab9 : 0xd9822b):xtic(2) with boxes lc rgb variable, \
      for [i=5:$((4 + runs))] "$data" using 1:i with points pt 7 ps 0.5 lc rgb "black"
 GP
