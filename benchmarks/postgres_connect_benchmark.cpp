@@ -29,6 +29,8 @@
 #include <regex>
 #include <string>
 
+#include <unistd.h>
+
 #include "pg_server.hpp"
 
 namespace {
@@ -95,11 +97,18 @@ void BM_statement_connect_per_operation(benchmark::State& state) {
     statements(state, pool);
 }
 
+/// Where the tiny backups go: the temp directory (a disk, where fsync waits for the device), or
+/// /dev/shm (tmpfs: fsync returns at once), to separate the connection's cost from the disk's.
+std::filesystem::path backup_base(bool tmpfs) {
+    return tmpfs && std::filesystem::is_directory("/dev/shm") ? std::filesystem::path("/dev/shm")
+                                                              : std::filesystem::temp_directory_path();
+}
+
 template <class Pool>
-void tiny_backups(benchmark::State& state, Pool& pool) {
+void tiny_backups(benchmark::State& state, Pool& pool, bool tmpfs = false) {
     static std::atomic<int> next{0};
     connpool::JobRunner runner(pool);
-    const auto dir = std::filesystem::temp_directory_path() / ("connpool-bench-tiny-" + std::to_string(next++));
+    const auto dir = backup_base(tmpfs) / ("connpool-bench-tiny-" + std::to_string(next++));
     std::filesystem::create_directories(dir);
     pg::TableBackupOptions o;
     o.overwrite = true;
@@ -120,6 +129,46 @@ void BM_tiny_backup_connect_per_operation(benchmark::State& state) {
     static PoolOf<ConnectPerOperation> pool(ConnectPerOperation{bench_factory()}, options4());
     tiny_backups(state, pool);
 }
+
+void BM_tiny_backup_pool_of_4_tmpfs(benchmark::State& state) {
+    static PoolOf<pg::Factory> pool(bench_factory(), options4());
+    tiny_backups(state, pool, true);
+}
+
+void BM_tiny_backup_connect_per_operation_tmpfs(benchmark::State& state) {
+    static PoolOf<ConnectPerOperation> pool(ConnectPerOperation{bench_factory()}, options4());
+    tiny_backups(state, pool, true);
+}
+
+// Where one tiny backup's time goes, one thread, kept connection: the whole job (disk, tmpfs),
+// one round trip, and the durable-file steps alone (write, fsync, rename, directory fsync).
+void BM_breakdown_tiny_backup(benchmark::State& state) {
+    static PoolOf<pg::Factory> pool(bench_factory(), options4());
+    tiny_backups(state, pool, state.range(0) == 1);
+}
+
+void BM_breakdown_round_trip(benchmark::State& state) {
+    static PoolOf<pg::Factory> pool(bench_factory(), options4());
+    auto lease = pool.acquire();
+    for (auto _ : state) benchmark::DoNotOptimize(lease->query_value("SELECT 1"));
+}
+
+void BM_breakdown_durable_file(benchmark::State& state) {
+    const auto dir = backup_base(state.range(0) == 1) / "connpool-bench-durable";
+    std::filesystem::create_directories(dir);
+    const std::string bytes(200, 'x');
+    for (auto _ : state) {
+        connpool::io::TempFile temp(dir / "f.copy", connpool::io::Publish::replace);
+        if (::write(temp.fd(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) state.SkipWithError("write");
+        temp.sync();
+        temp.publish();
+    }
+    std::filesystem::remove_all(dir);
+}
+
+BENCHMARK(BM_breakdown_tiny_backup)->ArgName("tmpfs")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_breakdown_round_trip)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_breakdown_durable_file)->ArgName("tmpfs")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 /// The compression default's measurement: one backup of `rows()` pgbench_accounts-like rows per
 /// iteration, at zstd level state.range(0) (0 = none); reports the file's size against the data's.
@@ -166,6 +215,8 @@ BENCHMARK(BM_statement_pool_of_4)->Threads(4)->UseRealTime();
 BENCHMARK(BM_statement_connect_per_operation)->Threads(4)->UseRealTime();
 BENCHMARK(BM_tiny_backup_pool_of_4)->Threads(4)->UseRealTime();
 BENCHMARK(BM_tiny_backup_connect_per_operation)->Threads(4)->UseRealTime();
+BENCHMARK(BM_tiny_backup_pool_of_4_tmpfs)->Threads(4)->UseRealTime();
+BENCHMARK(BM_tiny_backup_connect_per_operation_tmpfs)->Threads(4)->UseRealTime();
 
 /// Runs pgbench -S -c 4 -j 4 for `seconds` (with -C when `connect`); returns its tps, or -1.
 double pgbench_tps(bool connect, int seconds) {

@@ -14,22 +14,18 @@
 
 #include <CLI/CLI.hpp>
 
-#include <connpool/monitor/http.hpp> // parse_host_port
+#include "../common/monitoring.hpp"
 
 namespace demo {
 
 /// What the command line asked for.
-struct Settings {
+struct Settings : examples::MonitoringFlags { // --json-lines, --metrics-file, --serve, --linger
     int databases = 6;
     int size_mb = 8;
     int pool_size = 3;
     std::filesystem::path out = "connpool-demo";
     int pages_per_step = 32;
     int pause_ms = 40;
-    std::string json_lines;   ///< --json-lines: a path, "-" for stdout, empty for none
-    std::string metrics_file; ///< --metrics-file: node_exporter textfile, empty for none
-    std::optional<connpool::monitor::HostPort> serve; ///< --serve HOST:PORT
-    int linger_s = 0;         ///< --linger: keep serving this long after the jobs end
 };
 
 inline constexpr std::string_view description =
@@ -42,20 +38,7 @@ inline constexpr std::string_view footer =
 backup, the restore and its verification succeeded; 1 if anything failed; 2 for a bad option;
 130 when interrupted (Ctrl-C cancels the jobs; their files are left out, never half-written).)";
 
-/// A CLI11 check: a whole number from `min` to `max` (or -1, when allowed), with today's message.
-inline CLI::Validator whole_number(int min, int max, bool allow_minus_one = false) {
-    const std::string expected = "expected a whole number from " + std::to_string(min) + " to " + std::to_string(max) +
-                                 (allow_minus_one ? ", or -1" : "");
-    return CLI::Validator(
-        [=](std::string& text) -> std::string {
-            int value = 0;
-            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-            const bool whole = ec == std::errc{} && end == text.data() + text.size();
-            if (whole && ((value >= min && value <= max) || (allow_minus_one && value == -1))) return {};
-            return "invalid value '" + text + "': " + expected;
-        },
-        std::to_string(min) + "-" + std::to_string(max) + (allow_minus_one ? " or -1" : ""));
-}
+using examples::whole_number;
 
 /// Parses the command line. Returns the settings, or the exit status when the program should
 /// stop now (0 after --help, 2 after a bad command line, with the reason on stderr).
@@ -74,27 +57,8 @@ inline std::variant<Settings, int> parse_command_line(int argc, char** argv) {
         ->check(whole_number(1, 1'000'000, /*allow_minus_one=*/true));
     app.add_option("--pause-ms", s.pause_ms, "pause between steps, so there is something to watch; 0 = full speed")
         ->check(whole_number(0, 10'000));
-    app.add_option("--json-lines", s.json_lines, "write job and pool events as JSON lines to PATH ('-' = stdout)")
-        ->type_name("PATH|-");
-    app.add_option("--metrics-file", s.metrics_file, "keep Prometheus metrics in PATH for node_exporter's textfile collector")
-        ->type_name("PATH");
     std::string serve;
-    auto* serve_option = app.add_option("--serve", serve, "serve GET /metrics and GET /jobs over HTTP at HOST:PORT")
-                             ->type_name("HOST:PORT")
-                             ->check(CLI::Validator(
-                                 [](std::string& t) {
-                                     try {
-                                         (void)connpool::monitor::parse_host_port(t);
-                                         return std::string();
-                                     } catch (const std::invalid_argument& e) {
-                                         return std::string(e.what());
-                                     }
-                                 },
-                                 "HOST:PORT"));
-    app.add_option("--linger", s.linger_s, "with --serve: keep serving SECONDS after the jobs end")
-        ->type_name("SECONDS")
-        ->check(whole_number(0, 86'400))
-        ->needs(serve_option);
+    examples::add_monitoring_flags(app, s, serve);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp&) {
@@ -104,9 +68,8 @@ inline std::variant<Settings, int> parse_command_line(int argc, char** argv) {
         std::fprintf(stderr, "backup_demo: %s\nTry 'backup_demo --help'.\n", e.what());
         return 2;
     }
-    if (!serve.empty()) s.serve = connpool::monitor::parse_host_port(serve);
-    if (s.json_lines.empty() && app.count("--json-lines") > 0) {
-        std::fprintf(stderr, "backup_demo: --json-lines: expected a path or '-'\nTry 'backup_demo --help'.\n");
+    if (const std::string error = examples::finish_monitoring_flags(app, s, serve); !error.empty()) {
+        std::fprintf(stderr, "backup_demo: %s\nTry 'backup_demo --help'.\n", error.c_str());
         return 2;
     }
     return s;

@@ -77,15 +77,7 @@ int run(const Settings& settings) {
     // ---- 3a. the monitoring hub: every pool and job below reports to it ----
     monitor::Hub hub;
     std::ofstream json_file;
-    if (!settings.json_lines.empty()) {
-        std::ostream* json_out = &std::cout;
-        if (settings.json_lines != "-") {
-            json_file.open(settings.json_lines, std::ios::out | std::ios::trunc);
-            if (!json_file) throw std::runtime_error("cannot write --json-lines file '" + settings.json_lines + "'");
-            json_out = &json_file;
-        }
-        hub.add(std::make_shared<monitor::JsonLinesSink>(*json_out));
-    }
+    examples::add_json_lines(hub, settings, json_file); // --json-lines
 
     // The applications start writing first (each through its own pool); the backups then copy
     // databases in use.
@@ -113,15 +105,7 @@ int run(const Settings& settings) {
 
     // ---- 3b. the sinks that run on threads of their own (declared after the runners, so
     // they stop before the runners go) ----
-    std::optional<monitor::TextfileWriter> metrics_file;
-    if (!settings.metrics_file.empty())
-        metrics_file.emplace(settings.metrics_file, [&hub] { return monitor::render_prometheus(hub.metrics()); }, 1s,
-                             [](const std::exception& e) { std::fprintf(stderr, "backup_demo: %s\n", e.what()); });
-    std::optional<monitor::HttpEndpoint> endpoint;
-    if (settings.serve) {
-        endpoint.emplace(*settings.serve, hub);
-        std::fprintf(human, "serving http://%s:%d/metrics and /jobs\n", settings.serve->host.c_str(), endpoint->port());
-    }
+    examples::ServingSinks serving(hub, settings, human, "backup_demo"); // --metrics-file, --serve
 
     if (settings.pool_size >= settings.databases)
         std::fprintf(human, "note: --pool-size %d >= --databases %d: no backup waits for a connection\n",
@@ -228,14 +212,7 @@ int run(const Settings& settings) {
     std::fprintf(human, "queuing: at most %d of %zu backups ran at once; longest wait %.2f s (%s)\n", concurrency.peak(),
                  jobs.size(), seconds(longest->waited), monitor::TerminalView::fit(longest->name, 20).c_str());
 
-    if (endpoint && settings.linger_s > 0 && !interrupted.load()) {
-        std::fprintf(human, "serving for %d s more (--linger; Ctrl-C stops)\n", settings.linger_s);
-        std::fflush(human);
-        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(settings.linger_s);
-        while (std::chrono::steady_clock::now() < until && !interrupted.load()) std::this_thread::sleep_for(50ms);
-    }
-    if (endpoint) endpoint->stop();
-    if (metrics_file) metrics_file->stop(); // the file's last version has every job's end
+    serving.linger_then_stop(human, interrupted); // --linger
     std::fprintf(human, "done in %.1f s: %s\n", seconds(std::chrono::steady_clock::now() - started),
                  interrupted.load() ? "interrupted" : ok ? "all succeeded" : "FAILED");
     if (interrupted.load()) return 130;

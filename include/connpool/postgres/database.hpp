@@ -7,16 +7,18 @@
 // runs N tables at once; a pool of fewer than 2 is refused) opens a REPEATABLE READ transaction,
 // exports its snapshot (pg_export_snapshot()), takes ACCESS SHARE on every table (so no DDL can
 // change them meanwhile; NOWAIT by default, like pg_dump, so a table locked by someone else fails
-// the set at once) and holds all of it until the last table job ends. pg_dump --schema-only
-// --snapshot writes the DDL (pre-data: tables, types, functions; post-data: indexes,
-// constraints, triggers); sequences' values are recorded; the tables are submitted largest
-// first, each importing the snapshot; the manifest is written last, only when everything
-// succeeded.
+// the set at once) and holds all of it until the last table job ends. Sequences' values are
+// recorded; the tables are submitted largest first, each importing the snapshot; meanwhile
+// pg_dump --schema-only --snapshot writes the DDL (pre-data: tables, types, functions;
+// post-data: indexes, constraints, triggers), both sections at once (a failure cancels the
+// tables and fails the set); the manifest is written last, only when everything succeeded.
 //
 // Restore: the manifest is checked (every file's size and checksum) before anything is touched;
 // then the pre-data SQL runs, the tables load in parallel (restore_table), and, when all of them
-// succeeded, post-data and the sequences. The leader's session ran pg_dump's SET commands, so
-// it is discarded afterwards rather than returned to the pool.
+// succeeded, post-data and the sequences: indexes and key constraints first, on the leader and
+// every connection the pool has idle (as pg_restore -j builds them; post_data.hpp), each in its
+// own transaction; then the rest (foreign keys, triggers, ...) and the sequences in one. Those
+// sessions ran pg_dump's SET commands, so they are discarded afterwards, not pooled again.
 //
 // Layout of a set: pre-data.sql, post-data.sql, tables.json (schema, name, file of each table),
 // sequences.json, table-NNNN.copy (table_file.hpp), manifest.json.
@@ -26,8 +28,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
@@ -35,6 +39,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -51,6 +56,7 @@
 #include "connection.hpp"
 #include "error.hpp"
 #include "pg_dump.hpp"
+#include "post_data.hpp"
 #include "table.hpp"
 #include "table_backup.hpp"
 #include "table_restore.hpp"
@@ -72,12 +78,18 @@ struct DatabaseBackupOptions {
     std::chrono::milliseconds lock_timeout{0};
     /// The pg_dump to run. Default: Debian's for the server's major version, else pg_dump on PATH.
     std::filesystem::path pg_dump{};
+    /// Called once per table job, before it is submitted; what it returns is that job's progress
+    /// callback (e.g. `[&](const Table&) { return hub.track(); }`, so every table's events reach
+    /// the monitoring sinks). Default none.
+    std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
 /// How restore_database() loads. Every field has a default.
 struct DatabaseRestoreOptions {
     /// Passed to each table's restore (TableRestoreOptions::lock_timeout). Default 0.
     std::chrono::milliseconds lock_timeout{0};
+    /// As DatabaseBackupOptions::table_progress: each table job's progress callback. Default none.
+    std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
 /// Aggregate progress of a database backup or restore.
@@ -366,6 +378,7 @@ template <class Runner>
     const std::string what = "backup of " + c.where() + " to " + detail::file_quoted(dest_dir);
     std::vector<detail::SetTable> tables;
     std::string snapshot;
+    fs::path pg_dump_path;
     try {
         c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         snapshot = *c.query_value("SELECT pg_export_snapshot()");
@@ -380,11 +393,9 @@ template <class Runner>
             throw Error("pg_dump at '" + pg_dump.string() + "' is version " + std::to_string(tool) +
                             ", older than the server's " + std::to_string(major) + " (it cannot dump it)",
                         "");
-        detail::dump_section(pg_dump, c.handle(), snapshot, "pre-data", tables, !options.tables.empty(),
-                             options.lock_timeout, dest_dir, detail::pre_data_file);
-        detail::dump_section(pg_dump, c.handle(), snapshot, "post-data", tables, !options.tables.empty(),
-                             options.lock_timeout, dest_dir, detail::post_data_file);
-        detail::write_set_file(dest_dir, detail::sequences_file, detail::sequence_values(c, tables, !options.tables.empty()).dump(2) + "\n");
+        pg_dump_path = pg_dump;
+        detail::write_set_file(dest_dir, detail::sequences_file,
+                               detail::sequence_values(c, tables, !options.tables.empty()).dump(2) + "\n");
         nlohmann::json list = nlohmann::json::array();
         for (const auto& t : tables)
             list.push_back({{"schema", t.table.schema}, {"name", t.table.name}, {"file", t.file}, {"size", t.size}});
@@ -403,9 +414,43 @@ template <class Runner>
     table_options.snapshot = snapshot;
     table_options.overwrite = false;
     table_options.lock_timeout = options.lock_timeout;
-    for (const auto& t : tables) state->handles.push_back(runner.submit(backup_table(t.table, dest_dir / t.file, table_options)));
-    state->finisher = std::thread([state_ptr = state.get(), leader, tables, dest_dir, what] {
+    for (const auto& t : tables)
+        state->handles.push_back(runner.submit(backup_table(t.table, dest_dir / t.file, table_options),
+                                               options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
+    state->finisher = std::thread([state_ptr = state.get(), leader, tables, dest_dir, what, pg_dump_path, snapshot,
+                                   chosen = !options.tables.empty(), lock_timeout = options.lock_timeout] {
+        // The schema is dumped while the tables are copied (pg_dump makes its own connections,
+        // into the leader's snapshot, which lives until the COMMIT below): its two runs take
+        // no time from the data. A failure cancels the table jobs.
+        std::string schema_error;
+        try {
+            std::exception_ptr pre_error;
+            std::thread pre([&] {
+                try {
+                    detail::dump_section(pg_dump_path, (*leader)->handle(), snapshot, "pre-data", tables, chosen,
+                                         lock_timeout, dest_dir, detail::pre_data_file);
+                } catch (...) {
+                    pre_error = std::current_exception();
+                }
+            });
+            try {
+                detail::dump_section(pg_dump_path, (*leader)->handle(), snapshot, "post-data", tables, chosen,
+                                     lock_timeout, dest_dir, detail::post_data_file);
+            } catch (...) {
+                pre.join();
+                throw;
+            }
+            pre.join();
+            if (pre_error) std::rethrow_exception(pre_error);
+        } catch (const std::exception& e) {
+            schema_error = what + ": " + e.what();
+            for (const auto& h : state_ptr->handles) h.cancel();
+        }
         auto [end, error] = detail::wait_tables(state_ptr->handles);
+        if (!schema_error.empty()) {
+            end = JobState::failed;
+            error = schema_error;
+        }
         if (end == JobState::succeeded) {
             try {
                 io::Manifest manifest;
@@ -466,14 +511,36 @@ template <class Runner>
     TableRestoreOptions table_options;
     table_options.lock_timeout = options.lock_timeout;
     for (const auto& t : tables)
-        state->handles.push_back(runner.submit(restore_table(t.table, src_dir / t.file, table_options)));
-    state->finisher = std::thread([state_ptr = state.get(), leader, post, sequences, what] {
+        state->handles.push_back(runner.submit(restore_table(t.table, src_dir / t.file, table_options),
+                                               options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
+    state->finisher = std::thread([state_ptr = state.get(), &pool, leader, post, sequences, what] {
         auto [end, error] = detail::wait_tables(state_ptr->handles);
         if (end == JobState::succeeded) {
             try {
                 Connection& conn = **leader;
+                // Indexes and key constraints first, on as many of the pool's connections as it
+                // has idle now (pg_restore -j's parallel index builds); they get pg_dump's session
+                // SETs, so, like the leader, they are discarded afterwards.
+                const detail::PostData post_data = detail::split_post_data(post);
+                std::vector<std::remove_cvref_t<decltype(pool.acquire())>> helpers;
+                struct DiscardHelpers {
+                    decltype(helpers)& leases;
+                    ~DiscardHelpers() {
+                        for (auto& l : leases) l.discard();
+                    }
+                } discard_helpers{helpers};
+                std::vector<Connection*> connections{&conn};
+                for (std::size_t i = 1; i < pool.stats().max_size; ++i) {
+                    auto lease = pool.try_acquire();
+                    if (!lease) break;
+                    connections.push_back(&**lease);
+                    helpers.push_back(std::move(*lease));
+                }
+                detail::run_parallel_post_data(post_data, connections);
+                // The rest (foreign keys, triggers, ...) in pg_dump's order, in one transaction.
                 conn.exec("BEGIN");
-                conn.exec(post);
+                for (const auto& piece : post_data.pieces)
+                    if (!detail::runs_in_parallel(piece)) conn.exec(piece.sql);
                 for (const auto& s : sequences)
                     conn.query("SELECT pg_catalog.setval($1::regclass, $2::bigint, $3::bool)",
                                {detail::qualified(conn.handle(), Table{s.at("schema").get<std::string>(),

@@ -77,18 +77,22 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
         io::remove_stale_temps(dest);
         io::TempFile temp(dest, options.overwrite ? io::Publish::replace : io::Publish::no_replace);
 
-        c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-        if (!options.snapshot.empty()) c.exec("SET TRANSACTION SNAPSHOT " + quote_literal(conn, options.snapshot));
-        lock_table(c, table, "ACCESS SHARE", options.lock_timeout);
+        // Round trips are most of a small table's backup, so the transaction's start, its
+        // snapshot and the lock go in one, and the catalog questions in another.
+        c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; " +
+               (options.snapshot.empty() ? std::string() : "SET TRANSACTION SNAPSHOT " + quote_literal(conn, options.snapshot) + "; ") +
+               lock_table_sql(conn, table, "ACCESS SHARE", options.lock_timeout));
         TableFileHeader header;
         header.schema = table.schema;
         header.table = table.name;
-        header.columns = table_columns(c, table);
-        describe_server(c, header);
+        const std::uint64_t size = describe_for_backup(c, table, header);
         header.format = options.format;
         header.compression = options.compression;
-        c.exec("SET LOCAL client_encoding = " + quote_literal(conn, header.encoding));
-        reporter.set_total(table_size(c, table), "bytes");
+        // The data must come in the database's encoding; libpq's default already is it (a round
+        // trip saved), unless the conninfo or PGCLIENTENCODING asked for another.
+        if (header.encoding != pg_encoding_to_char(PQclientEncoding(conn)))
+            c.exec("SET LOCAL client_encoding = " + quote_literal(conn, header.encoding));
+        reporter.set_total(size, "bytes");
         reporter.set_phase("copying (total estimated from the table's size on disk)");
 
         TableFileWriter writer(temp.fd(), temp.path(), header, options.zstd_level);
@@ -132,13 +136,18 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
         drain_results(conn);
         c.exec("COMMIT");
 
-        reporter.set_phase("syncing");
         writer.finish(rows);
-        temp.sync();
         if (options.verify) {
-            reporter.set_phase("verifying");
-            TableFileReader check(temp.path());
-            check.read_data([](const char*, std::size_t) { return true; });
+            // The read-back goes through the page cache, so it needs no wait for the disk: the
+            // fsync runs beside it, and both end before the file is published.
+            reporter.set_phase("syncing and verifying");
+            temp.sync_while([&] {
+                TableFileReader check(temp.path());
+                check.read_data([](const char*, std::size_t) { return true; });
+            });
+        } else {
+            reporter.set_phase("syncing");
+            temp.sync();
         }
         if (reporter.stop_requested()) return; // last chance to cancel before the file appears
         temp.publish();

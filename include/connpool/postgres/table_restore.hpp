@@ -80,9 +80,12 @@ inline void run_table_restore(Connection& c, const Table& table, const std::file
         const TableFileHeader& header = reader.header();
         reporter.set_total(reader.data_bytes(), "bytes");
 
-        c.exec("BEGIN");
-        c.exec("SET LOCAL client_encoding = " + quote_literal(conn, header.encoding));
-        lock_table(c, table, "ACCESS EXCLUSIVE", options.lock_timeout);
+        // One round trip: the transaction, the file's encoding (unless the session has it) and the lock.
+        c.exec("BEGIN; " +
+               (header.encoding == pg_encoding_to_char(PQclientEncoding(conn))
+                    ? std::string()
+                    : "SET LOCAL client_encoding = " + quote_literal(conn, header.encoding) + "; ") +
+               lock_table_sql(conn, table, "ACCESS EXCLUSIVE", options.lock_timeout));
         const auto columns = table_columns(c, table);
         if (columns != header.columns)
             throw OperationError(what + ": the table's columns " + describe_columns(columns) +
