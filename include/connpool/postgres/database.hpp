@@ -93,7 +93,8 @@ struct DatabaseBackupOptions {
 struct DatabaseRestoreOptions {
     /// Passed to each table's restore (TableRestoreOptions::lock_timeout). Default 0.
     std::chrono::milliseconds lock_timeout{0};
-    /// As DatabaseBackupOptions::table_progress: each table job's progress callback. Default none.
+    /// As DatabaseBackupOptions::table_progress: each table job's progress callback, asked again
+    /// (from the set's own thread) for the table's "<table> (indexes)" job. Default none.
     std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
@@ -632,7 +633,7 @@ template <class Runner>
             if (all_ended) break;
         }
         auto [end, error] = detail::wait_tables(state_ptr->handles);
-        if (end == JobState::succeeded) // a final callback that threw before telling us still counts
+        if (end == JobState::succeeded) // a table whose final callback never reached us still gets its indexes
             for (std::size_t i = 0; i < tables.size(); ++i)
                 if (!submitted[i]) submit_post(i);
         std::vector<JobHandle> schema_jobs;
