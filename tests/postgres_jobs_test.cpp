@@ -5,6 +5,7 @@
 
 #include <connpool/jobs.hpp>
 #include <connpool/monitor/hub.hpp>
+#include <connpool/monitor/json_lines.hpp>
 #include <connpool/monitor/prometheus.hpp>
 #include <connpool/pool.hpp>
 #include <connpool/postgres.hpp>
@@ -19,10 +20,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -321,23 +325,24 @@ bool wait_for_running(pg::Connection& c, const std::string& user, const std::str
 TEST_F(PostgresTableJobs, a_cancel_stops_a_running_backup_copy_on_the_server_and_leaves_no_file) {
     // A policy that takes 20 ms a row makes the COPY last 40 s unless it is cancelled. Policies
     // do not apply to superusers, so the pool logs in as a plain role.
-    sql().exec("CREATE ROLE slow_reader LOGIN PASSWORD 'reader-pw'");
+    const std::string reader = "reader_" + db_; // roles are the cluster's: one per test, so a repeat works
+    sql().exec("CREATE ROLE " + reader + " LOGIN PASSWORD 'reader-pw'");
     sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 5000) FROM generate_series(1, 2000) i");
     sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
     sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true()); "
-               "GRANT SELECT ON t TO slow_reader");
+               "GRANT SELECT ON t TO " + reader);
     const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
-                                 " user=slow_reader password=reader-pw dbname=" + db_;
+                                 " user=" + reader + " password=reader-pw dbname=" + db_;
     PgPool pool(pg::Factory(conninfo), pg_pool_options(1));
     PgRunner runner(pool);
     auto h = runner.submit(pg::backup_table({"t"}, dir_ / "t"));
-    ASSERT_TRUE(wait_for_running(sql(), "slow_reader", "COPY"));
+    ASSERT_TRUE(wait_for_running(sql(), reader, "COPY"));
     const auto asked = std::chrono::steady_clock::now();
     h.cancel();
     ASSERT_TRUE(h.wait_for(10s)) << "the cancel did not stop the COPY";
     const auto took = std::chrono::steady_clock::now() - asked;
     EXPECT_EQ(h.wait(), JobState::cancelled) << h.error();
-    EXPECT_EQ(sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'slow_reader' AND state = "
+    EXPECT_EQ(sql().query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = '" + reader + "' AND state = "
                                 "'active'"),
               "0");
     EXPECT_FALSE(fs::exists(dir_ / "t"));
@@ -578,6 +583,23 @@ std::string fingerprint_on(pg::Connection& c, const std::string& qualified) {
                           "'') FROM " + qualified + " t");
 }
 
+/// Returns pg_dump --schema-only of `dbname`, without the \\restrict lines (a random key per run).
+std::string schema_of(const std::string& dbname) {
+    const std::string command = PgServer::instance().tool_env() + connpool::testing::sh_quote(connpool::testing::pg_bindir() + "/pg_dump") +
+                                " --schema-only -d " + connpool::testing::sh_quote(dbname);
+    FILE* p = ::popen(command.c_str(), "r");
+    if (p == nullptr) return "popen failed";
+    std::string out, line;
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, p) != nullptr) {
+        line += buf;
+        if (line.empty() || line.back() != '\n') continue;
+        if (line.rfind("\\restrict ", 0) != 0 && line.rfind("\\unrestrict ", 0) != 0) out += line;
+        line.clear();
+    }
+    const int status = ::pclose(p);
+    return status == 0 ? out + line : "pg_dump failed with status " + std::to_string(status);
+}
 TEST_F(PostgresDatabaseJobs, a_database_restored_into_an_empty_one_has_the_same_schema_and_data) {
     create_awkward(500);
     sql().exec("CREATE SCHEMA \"Odd \"\"schema\"\"\"");
@@ -621,6 +643,10 @@ TEST_F(PostgresDatabaseJobs, a_database_restored_into_an_empty_one_has_the_same_
     EXPECT_EQ(t.query_value("SELECT nextval('child_id_seq')"), "5001");
     EXPECT_THROW(t.exec("INSERT INTO child (parent) VALUES (9999)"), pg::Error);
     EXPECT_EQ(t.query_value("SELECT count(*) FROM child_names"), "5000");
+    // The whole schema, object for object, as pg_dump sees it.
+    const std::string source_schema = schema_of(db_);
+    EXPECT_NE(source_schema.find("CREATE INDEX child_note"), std::string::npos) << source_schema;
+    EXPECT_EQ(schema_of(target_), source_schema);
 }
 
 TEST_F(PostgresDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapshot_across_tables) {
@@ -836,6 +862,47 @@ TEST_F(PostgresDatabaseJobs, a_watched_database_backup_shows_one_job_per_table_a
         EXPECT_EQ(metrics.substr(end - 2, 2), " 1") << metrics.substr(at + 1, end - at - 1);
     }
     EXPECT_EQ(series, names.size()) << metrics;
+}
+
+TEST_F(PostgresDatabaseJobs, a_tracked_database_backup_writes_queued_started_and_ended_lines_for_every_table) {
+    const std::vector<std::string> names{"one", "two", "three"};
+    for (const auto& n : names)
+        sql().exec("CREATE TABLE " + n + " (id int); INSERT INTO " + n + " SELECT generate_series(1, 1000)");
+    std::ostringstream lines;
+    {
+        connpool::monitor::Hub hub;
+        hub.add(std::make_shared<connpool::monitor::JsonLinesSink>(lines));
+        pg::DatabaseBackupOptions options;
+        options.table_progress = [&hub](const pg::Table&) { return hub.track(); }; // as examples/postgres_backup
+        auto backup = pg::backup_database(runner(3), dir_ / "set", options);
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    // job name -> its events in order, from lines that each parse as one JSON object
+    std::map<std::string, std::vector<std::string>> events;
+    std::map<std::string, std::string> end_state;
+    std::istringstream in(lines.str());
+    for (std::string line; std::getline(in, line);) {
+        const auto j = nlohmann::json::parse(line, nullptr, false);
+        ASSERT_TRUE(j.is_object()) << line;
+        const std::string event = j.at("event").get<std::string>();
+        if (event.rfind("job.", 0) != 0) continue;
+        const std::string job = j.at("job").get<std::string>();
+        EXPECT_EQ(j.at("kind"), "backup") << line;
+        events[job].push_back(event);
+        if (event == "job.ended") end_state[job] = j.at("state").get<std::string>();
+    }
+    ASSERT_EQ(events.size(), names.size()) << lines.str();
+    for (const auto& n : names) {
+        const std::string job = pg::Table{n}.display();
+        ASSERT_EQ(events.count(job), 1u) << job << " has no lines in\n" << lines.str();
+        const auto& e = events[job];
+        const auto at = [&e](const char* name) { return std::find(e.begin(), e.end(), name) - e.begin(); };
+        ASSERT_LT(at("job.queued"), at("job.started")) << job;
+        ASSERT_LT(at("job.started"), at("job.ended")) << job;
+        EXPECT_EQ(std::count(e.begin(), e.end(), "job.ended"), 1) << job;
+        EXPECT_EQ(e.back(), "job.ended") << job;
+        EXPECT_EQ(end_state[job], "succeeded") << job;
+    }
 }
 
 } // namespace

@@ -107,7 +107,72 @@ TEST(PostgresPostData, without_objects_is_all_preamble) {
     EXPECT_EQ(post.preamble, "SET statement_timeout = 0;\n");
 }
 
-class PostgresParallelSchema : public PgTest {};
+TEST(PostgresPostData, each_index_and_key_goes_to_the_one_table_it_names_and_the_rest_waits) {
+    const auto post = pg::detail::split_post_data(post_data_sql);
+    const auto by_table = pg::detail::split_by_table(post, {"public.a", "public.b"});
+    ASSERT_EQ(by_table.per_table.size(), 2u);
+    ASSERT_EQ(by_table.per_table[0].size(), 1u);
+    EXPECT_EQ(by_table.per_table[0][0], &post.pieces[0]); // a_pkey
+    ASSERT_EQ(by_table.per_table[1].size(), 1u);
+    EXPECT_EQ(by_table.per_table[1][0], &post.pieces[1]); // b_note; the foreign key and trigger are no one's
+    EXPECT_TRUE(by_table.unassigned.empty());
+    // A table not in the set claims nothing; its pieces wait for all the data.
+    const auto only_a = pg::detail::split_by_table(post, {"public.a"});
+    EXPECT_EQ(only_a.per_table[0].size(), 1u);
+    ASSERT_EQ(only_a.unassigned.size(), 1u);
+    EXPECT_EQ(only_a.unassigned[0], &post.pieces[1]);
+    // Text that could name two tables is no one's either.
+    pg::detail::PostData odd;
+    odd.pieces.push_back({"INDEX", "CREATE INDEX x ON public.a USING btree ((' ON public.b USING '))"});
+    const auto two = pg::detail::split_by_table(odd, {"public.a", "public.b"});
+    EXPECT_TRUE(two.per_table[0].empty());
+    EXPECT_TRUE(two.per_table[1].empty());
+    EXPECT_EQ(two.unassigned.size(), 1u);
+}
+
+/// Backs up this test's database into a set and restores it into new databases, cleaning both up.
+class PostgresParallelSchema : public PgTest {
+protected:
+    void TearDown() override {
+        for (const auto& t : targets_) server().psql("DROP DATABASE IF EXISTS " + t + " WITH (FORCE)");
+        for (const auto& d : dirs_) fs::remove_all(d);
+        PgTest::TearDown();
+    }
+
+    /// Returns a new set of this database, backed up through a pool of 3; fails the test if it fails.
+    fs::path back_up(const std::string& name) {
+        const fs::path dir = fs::temp_directory_path() / ("connpool-" + name + "-" + db_);
+        fs::remove_all(dir);
+        dirs_.push_back(dir);
+        PgPool pool(factory(), pg_pool_options(3));
+        PgRunner runner(pool);
+        auto backup = pg::backup_database(runner, dir);
+        EXPECT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+        if (!backup.tables().empty()) first_table_ = backup.tables().front().progress().name;
+        return dir;
+    }
+
+    /// Creates an empty database named after this test's and returns its conninfo.
+    std::string new_target(const std::string& suffix) {
+        targets_.push_back(db_ + suffix);
+        EXPECT_EQ(server().psql("CREATE DATABASE " + targets_.back()), 0);
+        return server().conninfo(targets_.back());
+    }
+
+    /// Expects every connection of `pool` (of 3) to have the default search_path: none that ran
+    /// pg_dump's session SETs (search_path = '') was pooled again.
+    static void expect_no_session_sets(PgPool& pool) {
+        std::vector<connpool::Lease<pg::Connection>> all;
+        for (std::size_t i = 0; i < 3; ++i) {
+            all.push_back(pool.acquire());
+            EXPECT_EQ(all.back()->query_value("SHOW search_path"), "\"$user\", public") << "lease " << i;
+        }
+    }
+
+    std::string first_table_; // the largest table of the last back_up(), which loads first
+    std::vector<std::string> targets_;
+    std::vector<fs::path> dirs_;
+};
 
 TEST_F(PostgresParallelSchema, a_restore_builds_many_indexes_on_several_connections_and_keeps_the_foreign_keys) {
     pg::Connection c = direct();
@@ -116,34 +181,18 @@ TEST_F(PostgresParallelSchema, a_restore_builds_many_indexes_on_several_connecti
     for (int i = 0; i < 6; ++i) c.exec("CREATE INDEX b_note_" + std::to_string(i) + " ON b (note, id) WHERE id % 6 = " + std::to_string(i));
     c.exec("INSERT INTO a SELECT i, 'v' || i FROM generate_series(1, 300) i");
     c.exec("INSERT INTO b SELECT i, 1 + i % 300, 'n' || i FROM generate_series(1, 3000) i");
-    const fs::path dir = fs::temp_directory_path() / ("connpool-post-data-" + db_);
-    fs::remove_all(dir);
+    const fs::path dir = back_up("post-data");
     {
-        PgPool pool(factory(), pg_pool_options(3));
-        PgRunner runner(pool);
-        auto backup = pg::backup_database(runner, dir);
-        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
-    }
-    const std::string target = db_ + "_r";
-    ASSERT_EQ(server().psql("CREATE DATABASE " + target), 0);
-    {
-        PgPool pool(pg::Factory(server().conninfo(target)), pg_pool_options(3));
+        PgPool pool(pg::Factory(new_target("_r")), pg_pool_options(3));
         PgRunner runner(pool);
         auto restore = pg::restore_database(runner, dir);
         ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
-        pg::Connection t = pg::Factory(server().conninfo(target)).create();
+        pg::Connection t = pg::Factory(server().conninfo(targets_.back())).create();
         EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'"), "9"); // 2 pkeys, 1 unique, 6
         EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"), "1");
         EXPECT_THROW(t.exec("INSERT INTO b VALUES (99999, 4242, 'x')"), pg::Error);
-        // The helpers ran pg_dump's session SETs (search_path = ''): none of them is pooled again.
-        std::vector<connpool::Lease<pg::Connection>> all;
-        for (std::size_t i = 0; i < 3; ++i) {
-            all.push_back(pool.acquire());
-            EXPECT_EQ(all.back()->query_value("SHOW search_path"), "\"$user\", public") << "lease " << i;
-        }
+        expect_no_session_sets(pool);
     }
-    server().psql("DROP DATABASE IF EXISTS " + target + " WITH (FORCE)");
-    fs::remove_all(dir);
 }
 
 TEST_F(PostgresParallelSchema, a_schema_dump_that_fails_while_the_tables_are_copied_fails_the_set) {
@@ -166,6 +215,50 @@ TEST_F(PostgresParallelSchema, a_schema_dump_that_fails_while_the_tables_are_cop
     EXPECT_NE(backup.error().find("no schema today"), std::string::npos) << backup.error();
     EXPECT_FALSE(fs::exists(dir / "set" / "manifest.json"));
     fs::remove_all(dir);
+}
+
+TEST_F(PostgresParallelSchema, a_tables_indexes_are_built_while_another_table_is_still_loading) {
+    // slow's CHECK waits (up to 10 s, then fails its row) until small's primary key exists: the
+    // restore succeeds only if small's index is built while slow is still loading. slow is the
+    // larger table, so it starts first.
+    pg::Connection c = direct();
+    c.exec("CREATE FUNCTION public.small_indexed() RETURNS bool LANGUAGE plpgsql VOLATILE AS $$ BEGIN "
+           "FOR i IN 1..1000 LOOP IF EXISTS (SELECT 1 FROM pg_catalog.pg_indexes WHERE schemaname = 'public' AND "
+           "indexname = 'small_pkey') THEN RETURN true; END IF; PERFORM pg_catalog.pg_sleep(0.01); END LOOP; "
+           "RETURN false; END $$");
+    c.exec("CREATE TABLE small (id int PRIMARY KEY); INSERT INTO small SELECT generate_series(1, 10)");
+    c.exec("CREATE TABLE slow (id int, pad text, CHECK (public.small_indexed()))");
+    c.exec("INSERT INTO slow SELECT i, repeat('x', 1000) FROM generate_series(1, 2000) i");
+    const fs::path dir = back_up("early-index");
+    ASSERT_EQ(first_table_, pg::Table{"slow"}.display()) << "slow must load first";
+    PgPool pool(pg::Factory(new_target("_r")), pg_pool_options(3));
+    PgRunner runner(pool);
+    auto restore = pg::restore_database(runner, dir);
+    EXPECT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    pg::Connection t = pg::Factory(server().conninfo(targets_.back())).create();
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM slow"), "2000");
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_indexes WHERE indexname = 'small_pkey'"), "1");
+    expect_no_session_sets(pool); // the index job ended with RESET ALL before its connection was pooled
+}
+
+TEST_F(PostgresParallelSchema, a_failing_index_fails_the_set_naming_it_and_the_tables_data_stays) {
+    pg::Connection c = direct();
+    c.exec("CREATE TABLE a (id int PRIMARY KEY, note text); INSERT INTO a SELECT i, 'n' || i FROM generate_series(1, 500) i");
+    c.exec("CREATE INDEX a_note ON a (note)");
+    const fs::path dir = back_up("failing-index");
+    const std::string target = new_target("_f");
+    // A relation named like the index makes its CREATE INDEX fail in the target.
+    pg::Connection t = pg::Factory(target).create();
+    t.exec("CREATE TABLE a_note (x int)");
+    PgPool pool(pg::Factory(target), pg_pool_options(3));
+    PgRunner runner(pool);
+    auto restore = pg::restore_database(runner, dir);
+    EXPECT_EQ(restore.wait(), JobState::failed);
+    const std::string error = restore.error();
+    EXPECT_NE(error.find("post-data"), std::string::npos) << error;
+    EXPECT_NE(error.find("a_note"), std::string::npos) << error;
+    EXPECT_NE(error.find("data is in place"), std::string::npos) << error;
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM public.a"), "500");
 }
 
 } // namespace

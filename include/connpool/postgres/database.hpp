@@ -14,11 +14,16 @@
 // tables and fails the set); the manifest is written last, only when everything succeeded.
 //
 // Restore: the manifest is checked (every file's size and checksum) before anything is touched;
-// then the pre-data SQL runs, the tables load in parallel (restore_table), and, when all of them
-// succeeded, post-data and the sequences: indexes and key constraints first, on the leader and
-// every connection the pool has idle (as pg_restore -j builds them; post_data.hpp), each in its
-// own transaction; then the rest (foreign keys, triggers, ...) and the sequences in one. Those
-// sessions ran pg_dump's SET commands, so they are discarded afterwards, not pooled again.
+// then the pre-data SQL runs and the tables load in parallel (restore_table). As each table's
+// job commits, its indexes and key constraints (the post-data objects that need only that table;
+// post_data.hpp) are submitted as one more job through the runner, so they are built while the
+// other tables load, as pg_restore -j does, with the pool still bounding the connections; that
+// job ends with RESET ALL, so pg_dump's session SETs do not stay in the pool (a failed one is
+// discarded). When every table and those jobs succeeded: the key constraints and indexes no one
+// table claimed, on the leader and every connection the pool has idle, each in its own
+// transaction; then the rest (foreign keys, triggers, ...) and the sequences in one. The leader
+// and those helpers ran pg_dump's SET commands, so they are discarded afterwards. A failing
+// piece fails the set, naming it; the tables' data stays committed.
 //
 // Layout of a set: pre-data.sql, post-data.sql, tables.json (schema, name, file of each table),
 // sequences.json, table-NNNN.copy (table_file.hpp), manifest.json.
@@ -88,7 +93,8 @@ struct DatabaseBackupOptions {
 struct DatabaseRestoreOptions {
     /// Passed to each table's restore (TableRestoreOptions::lock_timeout). Default 0.
     std::chrono::milliseconds lock_timeout{0};
-    /// As DatabaseBackupOptions::table_progress: each table job's progress callback. Default none.
+    /// As DatabaseBackupOptions::table_progress: each table job's progress callback, asked again
+    /// (from the set's own thread) for the table's "<table> (indexes)" job. Default none.
     std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
@@ -126,9 +132,17 @@ public:
         return state_->error;
     }
 
-    /// Cancels every table job (queued or running); the set then ends cancelled.
+    /// Cancels every table job (queued or running) and every index job a restore started; the
+    /// set then ends cancelled.
     void cancel() const {
+        std::vector<JobHandle> schema_jobs;
+        {
+            std::lock_guard lock(state_->mu);
+            state_->cancel_requested = true;
+            schema_jobs = state_->schema_jobs;
+        }
         for (const auto& h : state_->handles) h.cancel();
+        for (const auto& h : schema_jobs) h.cancel();
     }
 
     /// Returns the aggregate progress: bytes over all tables and an ETA.
@@ -164,6 +178,8 @@ public:
         JobState end = JobState::failed;
         std::string error;
         std::vector<JobHandle> handles;
+        std::vector<JobHandle> schema_jobs; // a restore's per-table index jobs; guarded by mu
+        bool cancel_requested = false;      // guarded by mu
         std::thread finisher;
         std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     };
@@ -318,6 +334,69 @@ inline void dump_section(const std::filesystem::path& pg_dump, PGconn* login, co
     run_tool(argv, login, temp.fd(), "pg_dump of the " + section + " schema");
     temp.sync();
     temp.publish();
+}
+
+/// Which table jobs of a restore have ended, told by their final callbacks, for the finisher.
+class LoadedTables {
+public:
+    /// Records that table `table`'s job ended in `end`. Called from its final callback.
+    void ended(std::size_t table, JobState end) {
+        {
+            std::lock_guard lock(mu_);
+            ++ended_;
+            if (end == JobState::succeeded) {
+                committed_.push_back(table);
+            } else {
+                trouble_ = true;
+            }
+        }
+        cv_.notify_all();
+    }
+
+    /// Waits (up to 100 ms) until a table committed or all of `handles` ended; returns the tables
+    /// committed since the last call (none once a table failed or was cancelled: the set fails
+    /// anyway) and whether every table job has ended (asked of the handles too, so a final
+    /// callback that never told us cannot hang the set).
+    std::pair<std::vector<std::size_t>, bool> take(const std::vector<JobHandle>& handles) {
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(100),
+                     [&] { return !committed_.empty() || ended_ == handles.size(); });
+        std::vector<std::size_t> out;
+        if (!trouble_) out.swap(committed_);
+        committed_.clear();
+        bool all = ended_ == handles.size();
+        lock.unlock();
+        if (!all)
+            all = std::all_of(handles.begin(), handles.end(),
+                              [](const JobHandle& h) { return h.wait_for(std::chrono::milliseconds(0)); });
+        return {std::move(out), all};
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<std::size_t> committed_;
+    std::size_t ended_ = 0;
+    bool trouble_ = false;
+};
+
+/// Returns the job that runs one table's post-data `pieces` (of `post`), each in its own
+/// transaction, then RESET ALL so pg_dump's session SETs do not stay with the pooled connection
+/// (a failure throws a non-OperationError: the runner discards that connection).
+inline Job<Connection> table_post_data_job(const Table& table, std::shared_ptr<const PostData> post,
+                                           std::vector<const PostDataPiece*> pieces) {
+    return Job<Connection>{table.display() + " (indexes)", JobKind::restore,
+                           [post = std::move(post), pieces = std::move(pieces)](Connection& c, ProgressReporter& r) {
+                               r.set_total(pieces.size(), "objects");
+                               r.set_phase("building indexes and keys");
+                               c.exec(post->preamble);
+                               for (const PostDataPiece* p : pieces) {
+                                   if (r.stop_requested()) break;
+                                   c.exec(p->sql);
+                                   r.advance(1);
+                               }
+                               c.exec("RESET ALL");
+                           }};
 }
 
 /// Throws std::invalid_argument unless the pool can lease the leader and one table job at once.
@@ -507,21 +586,78 @@ template <class Runner>
         leader->discard();
         throw Error(what + ": the pre-data schema failed (nothing of it was kept): " + e.what(), e.sqlstate());
     }
+    // Each table's indexes and key constraints need only that table: they are submitted as a
+    // job of their own as soon as its data job has succeeded, so they are built while the other
+    // tables load (pg_restore -j's order), through the same runner and pool.
+    const auto post_data = std::make_shared<const detail::PostData>(detail::split_post_data(post));
+    std::vector<std::string> names; // as pg_dump writes them, to find each piece's table
+    try {
+        for (const auto& t : tables)
+            names.push_back(*c.query_value("SELECT pg_catalog.quote_ident($1) || '.' || pg_catalog.quote_ident($2)",
+                                           {t.table.schema, t.table.name}));
+    } catch (const Error& e) {
+        leader->discard();
+        throw Error(what + ": " + e.what(), e.sqlstate());
+    }
+    auto by_table = std::make_shared<const detail::TablePostData>(detail::split_by_table(*post_data, names));
+    auto loaded = std::make_shared<detail::LoadedTables>();
     auto state = std::make_shared<DatabaseOperation::State>();
     TableRestoreOptions table_options;
     table_options.lock_timeout = options.lock_timeout;
-    for (const auto& t : tables)
-        state->handles.push_back(runner.submit(restore_table(t.table, src_dir / t.file, table_options),
-                                               options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
-    state->finisher = std::thread([state_ptr = state.get(), &pool, leader, post, sequences, what] {
+    for (std::size_t i = 0; i < tables.size(); ++i) {
+        ProgressCallback user =
+            options.table_progress ? options.table_progress(tables[i].table) : ProgressCallback{};
+        state->handles.push_back(runner.submit(restore_table(tables[i].table, src_dir / tables[i].file, table_options),
+                                               [loaded, i, user = std::move(user)](const Progress& p) {
+                                                   if (is_final(p.state)) loaded->ended(i, p.state); // first: user may throw
+                                                   if (user) user(p);
+                                               }));
+    }
+    state->finisher = std::thread([state_ptr = state.get(), &runner, &pool, leader, post_data, by_table, loaded,
+                                   tables, sequences, what, table_progress = options.table_progress] {
+        // Until every table has ended: submit the indexes of each one that committed.
+        std::vector<bool> submitted(tables.size(), false);
+        const auto submit_post = [&](std::size_t i) {
+            submitted[i] = true;
+            if (by_table->per_table[i].empty()) return;
+            auto job = detail::table_post_data_job(tables[i].table, post_data, by_table->per_table[i]);
+            JobHandle h = runner.submit(std::move(job), table_progress ? table_progress(tables[i].table) : ProgressCallback{});
+            std::lock_guard lock(state_ptr->mu);
+            if (state_ptr->cancel_requested) h.cancel(); // cancel() ran before it was listed
+            state_ptr->schema_jobs.push_back(std::move(h));
+        };
+        for (;;) {
+            const auto [committed, all_ended] = loaded->take(state_ptr->handles);
+            for (const std::size_t i : committed)
+                if (!submitted[i]) submit_post(i);
+            if (all_ended) break;
+        }
         auto [end, error] = detail::wait_tables(state_ptr->handles);
+        if (end == JobState::succeeded) // a table whose final callback never reached us still gets its indexes
+            for (std::size_t i = 0; i < tables.size(); ++i)
+                if (!submitted[i]) submit_post(i);
+        std::vector<JobHandle> schema_jobs;
+        {
+            std::lock_guard lock(state_ptr->mu);
+            schema_jobs = state_ptr->schema_jobs;
+        }
+        const std::string post_failed = what + ": post-data schema or sequences failed (the tables' data is in place): ";
+        for (const auto& h : schema_jobs) {
+            const JobState s = h.wait();
+            if (end == JobState::succeeded && s == JobState::failed) {
+                end = JobState::failed;
+                error = post_failed + h.progress().name + ": " + h.error();
+            } else if (end == JobState::succeeded && s == JobState::cancelled) {
+                end = JobState::cancelled;
+                error = h.progress().name + " was cancelled";
+            }
+        }
         if (end == JobState::succeeded) {
             try {
                 Connection& conn = **leader;
-                // Indexes and key constraints first, on as many of the pool's connections as it
-                // has idle now (pg_restore -j's parallel index builds); they get pg_dump's session
-                // SETs, so, like the leader, they are discarded afterwards.
-                const detail::PostData post_data = detail::split_post_data(post);
+                // What no single table claimed, on as many of the pool's connections as it has
+                // idle now; they get pg_dump's session SETs, so, like the leader, they are
+                // discarded afterwards.
                 std::vector<std::remove_cvref_t<decltype(pool.acquire())>> helpers;
                 struct DiscardHelpers {
                     decltype(helpers)& leases;
@@ -530,16 +666,16 @@ template <class Runner>
                     }
                 } discard_helpers{helpers};
                 std::vector<Connection*> connections{&conn};
-                for (std::size_t i = 1; i < pool.stats().max_size; ++i) {
+                for (std::size_t i = 1; i < pool.stats().max_size && i < by_table->unassigned.size(); ++i) {
                     auto lease = pool.try_acquire();
                     if (!lease) break;
                     connections.push_back(&**lease);
                     helpers.push_back(std::move(*lease));
                 }
-                detail::run_parallel_post_data(post_data, connections);
+                detail::run_parallel_post_data(*post_data, by_table->unassigned, connections);
                 // The rest (foreign keys, triggers, ...) in pg_dump's order, in one transaction.
                 conn.exec("BEGIN");
-                for (const auto& piece : post_data.pieces)
+                for (const auto& piece : post_data->pieces)
                     if (!detail::runs_in_parallel(piece)) conn.exec(piece.sql);
                 for (const auto& s : sequences)
                     conn.query("SELECT pg_catalog.setval($1::regclass, $2::bigint, $3::bool)",
@@ -550,7 +686,7 @@ template <class Runner>
                 conn.exec("COMMIT");
             } catch (const std::exception& e) {
                 end = JobState::failed;
-                error = what + ": post-data schema or sequences failed (the tables' data is in place): " + e.what();
+                error = post_failed + e.what();
             }
         }
         leader->discard(); // the session ran pg_dump's SET commands: not for reuse

@@ -2,8 +2,9 @@
 
 // A restore's post-data schema (pg_dump --section=post-data, plain SQL) run as pg_restore -j runs
 // it: the indexes and the primary-key/unique constraints, which take most of the time (each
-// reads a whole table and sorts it), on several connections at once; everything else (foreign
-// keys, triggers, rules, ...) after them, in pg_dump's order, on one connection.
+// reads a whole table and sorts it), on several connections at once, each table's as soon as its
+// data is in (split_by_table); everything else (foreign keys, triggers, rules, ...) after all of
+// them, in pg_dump's order, on one connection.
 //
 // pg_dump starts every object's SQL with a comment header ("--\n-- Name: ...; Type: INDEX; ...").
 // The text is cut at those headers; the SET lines pg_dump puts between objects (the default
@@ -74,13 +75,51 @@ inline PostData split_post_data(std::string_view sql) {
 /// needs only its own table (and functions from pre-data), never another post-data object.
 inline bool runs_in_parallel(const PostDataPiece& p) { return p.type == "INDEX" || p.type == "CONSTRAINT"; }
 
-/// Runs the parallel pieces of `post` on `connections` at once (each piece in its own transaction,
-/// so no two hold locks on each other's tables); rethrows the first failure after all stopped.
-/// The connections' sessions get pg_dump's SETs: the caller must not pool them again.
-inline void run_parallel_post_data(const PostData& post, const std::vector<Connection*>& connections) {
-    std::vector<const PostDataPiece*> work;
-    for (const auto& p : post.pieces)
-        if (runs_in_parallel(p)) work.push_back(&p);
+/// The parallel pieces of a post-data script sorted by the one table each needs.
+struct TablePostData {
+    std::vector<std::vector<const PostDataPiece*>> per_table; ///< per_table[i]: pieces on table i only
+    std::vector<const PostDataPiece*> unassigned;             ///< parallel pieces no single table claimed
+};
+
+/// Sorts the parallel pieces of `post` by table: `tables[i]` is table i's name as pg_dump writes
+/// it (quote_ident(schema) || '.' || quote_ident(name)). A piece belongs to a table when its
+/// statement names exactly that one table where pg_dump puts it ("ALTER TABLE [ONLY] t" at the
+/// start of a line, "... ON [ONLY] t USING "); anything else (no table, or text that could name
+/// two) stays unassigned and runs after all the data, so a misread can only delay a piece.
+inline TablePostData split_by_table(const PostData& post, const std::vector<std::string>& tables) {
+    TablePostData out;
+    out.per_table.resize(tables.size());
+    for (const auto& p : post.pieces) {
+        if (!runs_in_parallel(p)) continue;
+        std::size_t owner = tables.size(), matches = 0;
+        for (std::size_t i = 0; i < tables.size(); ++i) {
+            const std::string& t = tables[i];
+            const bool named = p.type == "INDEX"
+                                   ? p.sql.find(" ON " + t + " USING ") != std::string::npos ||
+                                         p.sql.find(" ON ONLY " + t + " USING ") != std::string::npos
+                                   : p.sql.find("\nALTER TABLE ONLY " + t + "\n") != std::string::npos ||
+                                         p.sql.find("\nALTER TABLE " + t + "\n") != std::string::npos;
+            if (named) {
+                owner = i;
+                ++matches;
+            }
+        }
+        if (matches == 1) {
+            out.per_table[owner].push_back(&p);
+        } else {
+            out.unassigned.push_back(&p);
+        }
+    }
+    return out;
+}
+
+/// Runs `work` (parallel pieces of `post`) on `connections` at once (each piece in its own
+/// transaction, so no two hold locks on each other's tables); rethrows the first failure after
+/// all stopped. Every connection's session gets pg_dump's SETs (the first one's even when `work`
+/// is empty, so the caller can go on with the rest of the script there): the caller must not
+/// pool them again.
+inline void run_parallel_post_data(const PostData& post, const std::vector<const PostDataPiece*>& work,
+                                   const std::vector<Connection*>& connections) {
     std::atomic<std::size_t> next{0};
     std::atomic<bool> failed{false};
     std::exception_ptr first;

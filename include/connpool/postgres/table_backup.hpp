@@ -106,6 +106,7 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
             if (PQresultStatus(started.get()) != PGRES_COPY_OUT) throw_result(conn, started.get(), "COPY failed");
         }
         std::uint64_t rows = 0, messages = 0;
+        std::uint64_t unreported = 0; // progress goes out every 256 messages (a lock each), not every row
         const auto stop = [&] { return reporter.stop_requested(); };
         for (;;) {
             char* buffer = nullptr;
@@ -116,12 +117,17 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
                     ~Free() { PQfreemem(p); }
                 } free_buffer{buffer};
                 writer.data(buffer, static_cast<std::size_t>(n));
-                reporter.advance(static_cast<std::uint64_t>(n));
-                if ((++messages & 255) == 0 && reporter.stop_requested()) return settle_or_throw(conn, what);
+                unreported += static_cast<std::uint64_t>(n);
+                if ((++messages & 255) == 0) {
+                    reporter.advance(std::exchange(unreported, 0));
+                    if (reporter.stop_requested()) return settle_or_throw(conn, what);
+                }
             } else if (n == 0) {
+                if (unreported > 0) reporter.advance(std::exchange(unreported, 0)); // before waiting: stays current
                 if (!wait_socket(conn, POLLIN, stop, what)) return settle_or_throw(conn, what);
                 if (PQconsumeInput(conn) == 0) throw_result(conn, nullptr, "COPY failed");
             } else if (n == -1) {
+                if (unreported > 0) reporter.advance(std::exchange(unreported, 0));
                 break;
             } else {
                 throw_result(conn, nullptr, "COPY failed");
