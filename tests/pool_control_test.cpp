@@ -98,6 +98,35 @@ TEST_F(PoolControl, a_stop_request_wakes_a_waiting_acquire_with_acquire_cancelle
     expect_balanced_after(pool);
 }
 
+// A monitor that reads stats() on the cancelled event must not count the waiter called off:
+// before the fix the event came while the waiter was still counted (waiting was 1).
+TEST_F(PoolControl, the_cancelled_event_comes_after_the_waiter_has_left_the_count) {
+    std::atomic<FakePool*> self{nullptr};
+    std::atomic<long> waiting_at_event{-1};
+    auto o = options(1);
+    o.on_event = [&](const connpool::PoolEvent& e) {
+        if (e.kind == connpool::PoolEventKind::cancelled)
+            waiting_at_event.store(static_cast<long>(self.load()->stats().waiting));
+    };
+    FakePool pool{f, o};
+    self.store(&pool);
+    auto held = pool.acquire();
+    std::stop_source stop;
+    std::thread waiter([&] {
+        try {
+            (void)pool.acquire_for(30s, stop.get_token());
+        } catch (const connpool::AcquireCancelled&) {
+        }
+    });
+    ASSERT_TRUE(eventually([&] { return pool.stats().waiting == 1; }));
+    stop.request_stop();
+    waiter.join();
+    EXPECT_EQ(waiting_at_event.load(), 0);
+    EXPECT_EQ(pool.stats().cancelled, 1u);
+    held.release();
+    expect_balanced_after(pool);
+}
+
 TEST_F(PoolControl, acquire_cancelled_is_a_connpool_error) {
     FakePool pool{f, options(1)};
     auto held = pool.acquire();

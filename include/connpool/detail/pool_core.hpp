@@ -388,13 +388,19 @@ private:
         }
         Waiting(const Waiting&) = delete;
         Waiting& operator=(const Waiting&) = delete;
-        ~Waiting() {
+        ~Waiting() { leave(); }
+        // Stops counting this thread as a waiter (once), so an event about its leaving can be
+        // emitted after the count that monitors read has dropped.
+        void leave() noexcept {
+            if (left) return;
+            left = true;
             std::lock_guard lock(core.control_);
             --core.waiters_;
             core.waiting_gauge_.store(core.waiters_, std::memory_order_relaxed);
             core.drop_request_locked(core.waiters_);
             core.attention_.fetch_sub(1, std::memory_order_seq_cst);
         }
+        bool left = false;
     };
 
     Lease<Conn> acquire_slow(std::chrono::milliseconds timeout, const std::stop_token* stop,
@@ -436,7 +442,11 @@ private:
         Waiting waiting(*this);
         CONNPOOL_POOL_TEST_POINT("acquire: registered as a waiter");
         for (;;) {
-            check();
+            if (closed_.load(std::memory_order_acquire)) throw PoolClosed{};
+            if (stop != nullptr && stop->stop_requested()) {
+                waiting.leave(); // the cancelled event comes after the waiter has left the count
+                throw_cancelled(loc, steady::now() - start);
+            }
             const auto now = steady::now();
             if (now >= deadline) throw_timeout(loc, now - start);
             if (paused_.load(std::memory_order_seq_cst)) {
