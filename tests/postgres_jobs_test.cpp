@@ -122,6 +122,20 @@ protected:
 
     pg::Connection& sql() { return *admin_; }
 
+    /// Creates table t, 2,000 rows of `row_bytes`, and the plain role `role` (LOGIN, `password`),
+    /// which reads t at 20 ms a row through a policy (policies do not bind superusers): its COPY
+    /// lasts 40 s unless stopped. Returns that role's conninfo.
+    std::string slow_table_for_role(const std::string& role, const std::string& password, int row_bytes) {
+        sql().exec("CREATE ROLE " + role + " LOGIN PASSWORD '" + password + "'");
+        sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', " + std::to_string(row_bytes) +
+                   ") FROM generate_series(1, 2000) i");
+        sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
+        sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true()); "
+                   "GRANT SELECT ON t TO " + role);
+        return "host=127.0.0.1 port=" + std::to_string(server().port()) + " user=" + role + " password=" + password +
+               " dbname=" + db_;
+    }
+
     /// Returns a digest of the table's contents: row count and the md5 of its rows as text, sorted.
     std::string fingerprint(const std::string& qualified) {
         return *sql().query_value("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY "
@@ -326,13 +340,7 @@ TEST_F(PostgresTableJobs, a_cancel_stops_a_running_backup_copy_on_the_server_and
     // A policy that takes 20 ms a row makes the COPY last 40 s unless it is cancelled. Policies
     // do not apply to superusers, so the pool logs in as a plain role.
     const std::string reader = "reader_" + db_; // roles are the cluster's: one per test, so a repeat works
-    sql().exec("CREATE ROLE " + reader + " LOGIN PASSWORD 'reader-pw'");
-    sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 5000) FROM generate_series(1, 2000) i");
-    sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
-    sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true()); "
-               "GRANT SELECT ON t TO " + reader);
-    const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
-                                 " user=" + reader + " password=reader-pw dbname=" + db_;
+    const std::string conninfo = slow_table_for_role(reader, "reader-pw", 5000);
     PgPool pool(pg::Factory(conninfo), pg_pool_options(1));
     PgRunner runner(pool);
     auto h = runner.submit(pg::backup_table({"t"}, dir_ / "t"));
@@ -451,13 +459,7 @@ TEST_F(PostgresTableJobs, a_backup_killed_in_its_copy_leaves_no_file_or_the_old_
     // The child backs up as a plain role through a policy that takes 20 ms a row (40 s in all),
     // so it is surely in its COPY, its temp file open, when it is SIGKILLed.
     const std::string worker = "kill_" + db_; // roles are the cluster's: one per test, so a repeat works
-    sql().exec("CREATE ROLE " + worker + " LOGIN PASSWORD 'kill-pw'");
-    sql().exec("CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 2000) i");
-    sql().exec("CREATE FUNCTION slow_true() RETURNS bool LANGUAGE sql VOLATILE AS 'SELECT true FROM pg_sleep(0.02)'");
-    sql().exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY slow ON t USING (slow_true()); "
-               "GRANT SELECT ON t TO " + worker);
-    const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(server().port()) +
-                                 " user=" + worker + " password=kill-pw dbname=" + db_;
+    const std::string conninfo = slow_table_for_role(worker, "kill-pw", 500);
     const fs::path dest = dir_ / "t.backup";
     const auto entries = [&] { return std::distance(fs::directory_iterator(dir_), fs::directory_iterator()); };
     // A killed client's backend ends when it next writes to the closed socket (within a few rows).
