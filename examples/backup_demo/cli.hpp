@@ -59,18 +59,10 @@ inline std::variant<Settings, int> parse_command_line(int argc, char** argv) {
         ->check(whole_number(0, 10'000));
     std::string serve;
     examples::add_monitoring_flags(app, s, serve);
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp&) {
-        std::fputs(app.help().c_str(), stdout);
-        return 0;
-    } catch (const CLI::ParseError& e) {
-        std::fprintf(stderr, "backup_demo: %s\nTry 'backup_demo --help'.\n", e.what());
-        return 2;
-    }
+    if (const auto end = examples::parse_or_exit(app, argc, argv, "backup_demo", [](std::string m) { return m; }))
+        return *end;
     if (const std::string error = examples::finish_monitoring_flags(app, s, serve); !error.empty()) {
-        std::fprintf(stderr, "backup_demo: %s\nTry 'backup_demo --help'.\n", error.c_str());
-        return 2;
+        return examples::usage_error("backup_demo", error);
     }
     return s;
 }

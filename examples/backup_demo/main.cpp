@@ -212,11 +212,7 @@ int run(const Settings& settings) {
     std::fprintf(human, "queuing: at most %d of %zu backups ran at once; longest wait %.2f s (%s)\n", concurrency.peak(),
                  jobs.size(), seconds(longest->waited), monitor::TerminalView::fit(longest->name, 20).c_str());
 
-    serving.linger_then_stop(human, interrupted); // --linger
-    std::fprintf(human, "done in %.1f s: %s\n", seconds(std::chrono::steady_clock::now() - started),
-                 interrupted.load() ? "interrupted" : ok ? "all succeeded" : "FAILED");
-    if (interrupted.load()) return 130;
-    return ok ? 0 : 1;
+    return examples::end_run(serving, human, interrupted, ok, started);
 }
 
 } // namespace

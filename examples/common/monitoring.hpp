@@ -127,4 +127,38 @@ private:
     std::optional<connpool::monitor::HttpEndpoint> endpoint_;
 };
 
+/// Prints a command-line mistake the way both examples do and returns their exit status for it, 2.
+inline int usage_error(const char* program, const std::string& message) {
+    std::fprintf(stderr, "%s: %s\nTry '%s --help'.\n", program, message.c_str(), program);
+    return 2;
+}
+
+/// Parses the command line into `app`'s options. Returns the exit status when the program ends
+/// here: 0 after --help (printed), 2 after a mistake (said through usage_error, first passed
+/// through `scrub`, e.g. to mask a password CLI11 quotes); nothing when it goes on.
+template <class Scrub>
+std::optional<int> parse_or_exit(CLI::App& app, int argc, char** argv, const char* program, Scrub scrub) {
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+        std::fputs(app.help().c_str(), stdout);
+        return 0;
+    } catch (const CLI::ParseError& e) {
+        return usage_error(program, scrub(std::string(e.what())));
+    }
+    return std::nullopt;
+}
+
+/// The end of both examples' runs: keeps serving --linger seconds, stops the sinks, prints the
+/// verdict and returns the exit status (130 when interrupted, else 0 or 1).
+inline int end_run(ServingSinks& serving, std::FILE* human, const std::atomic<bool>& interrupted, bool ok,
+                   std::chrono::steady_clock::time_point started) {
+    serving.linger_then_stop(human, interrupted); // --linger
+    std::fprintf(human, "done in %.1f s: %s\n",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+                 interrupted.load() ? "interrupted" : ok ? "all succeeded" : "FAILED");
+    if (interrupted.load()) return 130;
+    return ok ? 0 : 1;
+}
+
 } // namespace examples

@@ -61,21 +61,13 @@ inline std::variant<Settings, int> parse_command_line(int argc, char** argv) {
         ->capture_default_str();
     std::string serve;
     examples::add_monitoring_flags(app, s, serve);
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp&) {
-        std::fputs(app.help().c_str(), stdout);
-        return 0;
-    } catch (const CLI::ParseError& e) {
-        // CLI11 may quote an argument, and a stray conninfo holds a password: mask it.
-        std::fprintf(stderr, "postgres_backup: %s\nTry 'postgres_backup --help'.\n",
-                     connpool::monitor::redact(e.what()).c_str());
-        return 2;
-    }
+    // CLI11 may quote an argument, and a stray conninfo holds a password: mask it.
+    if (const auto end = examples::parse_or_exit(app, argc, argv, "postgres_backup",
+                                                 [](const std::string& m) { return connpool::monitor::redact(m); }))
+        return *end;
     s.compress = compression == "zstd";
     if (const std::string error = examples::finish_monitoring_flags(app, s, serve); !error.empty()) {
-        std::fprintf(stderr, "postgres_backup: %s\nTry 'postgres_backup --help'.\n", error.c_str());
-        return 2;
+        return examples::usage_error("postgres_backup", error);
     }
     return s;
 }

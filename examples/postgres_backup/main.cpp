@@ -153,11 +153,7 @@ int run(const pgdemo::Settings& settings) {
     const auto stats = source->stats();
     std::fprintf(human, "backup pool: max_size %zu, %llu connections created, %llu leases\n", stats.max_size,
                  static_cast<unsigned long long>(stats.created), static_cast<unsigned long long>(stats.acquired));
-    serving.linger_then_stop(human, interrupted); // --linger
-    std::fprintf(human, "done in %.1f s: %s\n", seconds(std::chrono::steady_clock::now() - started),
-                 interrupted.load() ? "interrupted" : ok ? "all succeeded" : "FAILED");
-    if (interrupted.load()) return 130;
-    return ok ? 0 : 1;
+    return examples::end_run(serving, human, interrupted, ok, started);
 }
 
 } // namespace
