@@ -78,8 +78,9 @@ struct DatabaseBackupOptions {
     /// Format, compression and verification of each table's file (overwrite and snapshot are set
     /// by the backup). Default: TableBackupOptions' defaults.
     TableBackupOptions table{};
-    /// How long the leader waits for each table's lock (and pg_dump for its own). Default 0 = fail
-    /// at once when a table is locked exclusively by someone else (pg_dump's NOWAIT behaviour).
+    /// How long the leader waits for each table's lock. Default 0 = fail at once when a table is
+    /// locked exclusively by someone else (pg_dump's NOWAIT behaviour). pg_dump, whose locks come
+    /// after the leader's, waits this long but at least 10 s (detail::pg_dump_lock_wait_floor).
     std::chrono::milliseconds lock_timeout{0};
     /// The pg_dump to run. Default: Debian's for the server's major version, else pg_dump on PATH.
     std::filesystem::path pg_dump{};
@@ -309,13 +310,22 @@ inline nlohmann::json sequence_values(Connection& c, const std::vector<SetTable>
     return out;
 }
 
+/// The least --lock-wait-timeout pg_dump gets. pg_dump makes it a statement_timeout around its
+/// LOCK statements, so a small one cancels a LOCK that merely ran slowly (1 ms, meant as NOWAIT,
+/// did under load while the table jobs ran). Its locks cannot meet the conflict lock_timeout is
+/// about: the leader already holds ACCESS SHARE on every table (taken with lock_timeout), so they
+/// can wait only behind a request queued since, and the bound keeps that from hanging the set.
+inline constexpr std::chrono::milliseconds pg_dump_lock_wait_floor{10'000};
+
 /// Runs pg_dump --schema-only for `section` in `snapshot` into dir/file.
 inline void dump_section(const std::filesystem::path& pg_dump, PGconn* login, const std::string& snapshot,
                          const std::string& section, const std::vector<SetTable>& tables, bool chosen,
                          std::chrono::milliseconds lock_timeout, const std::filesystem::path& dir,
                          const std::string& file) {
     std::vector<std::string> argv{pg_dump.string(), "--schema-only", "--section=" + section, "--snapshot=" + snapshot,
-                                  "--no-password", "--lock-wait-timeout=" + std::to_string(std::max<std::int64_t>(1, lock_timeout.count()))};
+                                  "--no-password",
+                                  "--lock-wait-timeout=" +
+                                      std::to_string(std::max(pg_dump_lock_wait_floor, lock_timeout).count())};
     std::string schemas;
     if (chosen) {
         for (const auto& t : tables) {
