@@ -7,8 +7,13 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <mutex>
 #include <optional>
+#include <random>
+#include <vector>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -202,6 +207,271 @@ TEST_F(MysqlConnection, a_stop_kills_a_long_select_sleep_within_a_second_and_the
         EXPECT_TRUE(f.validate(c));
         EXPECT_TRUE(f.reset(c));
     }
+}
+
+TEST_F(MysqlConnection, a_stop_from_a_job_cancel_kills_the_statement_and_the_job_ends_cancelled_keeping_its_connection) {
+    auto f = factory();
+    MysqlPool pool(f, mysql_pool_options(1));
+    connpool::testing::MysqlRunner runner(pool);
+    std::atomic<unsigned int> code{0};
+    connpool::Job<my::Connection> job{"sleeper", connpool::JobKind::backup, [&](my::Connection& c, connpool::ProgressReporter& r) {
+                                          try {
+                                              my::CancelOnStop guard{f, c, r};
+                                              c.exec("SELECT SLEEP(30)");
+                                          } catch (const my::Error& e) {
+                                              code = e.code();
+                                              if (!r.stop_requested()) throw;
+                                              return; // cancelled: the connection is idle and usable
+                                          }
+                                      }};
+    const auto start = std::chrono::steady_clock::now();
+    auto h = runner.submit(job);
+    std::this_thread::sleep_for(300ms);
+    h.cancel();
+    EXPECT_EQ(h.wait(), connpool::JobState::cancelled) << h.error();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 300ms + 1s);
+    EXPECT_EQ(code.load(), my::errc::query_interrupted);
+    EXPECT_EQ(pool.stats().discarded, 0U);
+    auto lease = pool.acquire();
+    EXPECT_EQ(lease->query_value("SELECT 9"), std::optional<std::string>("9"));
+    EXPECT_EQ(pool.stats().created, 1U); // the same connection
+}
+
+TEST_F(MysqlConnection, a_kill_racing_the_statements_end_never_reaches_the_next_statement) {
+    auto f = factory();
+    auto c = f.create();
+    std::mt19937 rng(12345);
+    std::uniform_int_distribution<int> delay_us(0, 8000);
+    int interrupted = 0;
+    int fired_after_end = 0;
+    for (int i = 0; i < 150; ++i) {
+        std::stop_source stop;
+        const auto delay = std::chrono::microseconds(delay_us(rng));
+        std::jthread stopper([&] {
+            std::this_thread::sleep_for(delay);
+            stop.request_stop();
+        });
+        const Cancelled r = run_cancelled(f, c, "SELECT SLEEP(0.004)", stop);
+        stopper.join(); // the stop may come after the guard is gone: then no KILL at all
+        if (r.error) {
+            ASSERT_EQ(r.error->code(), my::errc::query_interrupted) << r.error->what();
+            ++interrupted;
+        } else if (r.fired) {
+            ++fired_after_end; // the statement had ended; the KILL hit an idle session
+        }
+        // Whatever the KILL hit, the next statements run to their end.
+        ASSERT_EQ(c.query_value("SELECT SLEEP(0.001) + 1"), std::optional<std::string>("1")) << "iteration " << i;
+        ASSERT_EQ(c.query_value("SELECT 2"), std::optional<std::string>("2")) << "iteration " << i;
+    }
+    std::printf("kill race: %d interrupted, %d fired after the statement ended, %d not fired\n", interrupted, fired_after_end,
+                150 - interrupted - fired_after_end);
+}
+
+TEST_F(MysqlConnection, when_no_kill_can_be_sent_the_socket_is_shut_down_and_the_connection_is_retired) {
+    // A user allowed one connection: the guard's KILL connection is refused.
+    auto root = server().root();
+    root.exec("CREATE USER 'one_conn'@'%' IDENTIFIED BY 'one-Pa55' WITH MAX_USER_CONNECTIONS 1");
+    root.exec("GRANT ALL PRIVILEGES ON " + my::quote_identifier(db_) + ".* TO 'one_conn'@'%'");
+    auto options = server().tcp(db_);
+    options.user = "one_conn";
+    options.password = "one-Pa55";
+    const my::Factory f(options);
+    {
+        auto c = f.create();
+        const unsigned long id = c.thread_id();
+        std::stop_source stop;
+        std::jthread stopper([&] {
+            std::this_thread::sleep_for(300ms);
+            stop.request_stop();
+        });
+        const auto start = std::chrono::steady_clock::now();
+        std::string guard_error;
+        bool shut_down = false;
+        try {
+            my::CancelOnStop guard{f, c, stop.get_token()};
+            try {
+                c.exec("SELECT SLEEP(30)");
+            } catch (...) {
+                guard_error = guard.error();
+                shut_down = guard.killed_by_shutdown();
+                throw;
+            }
+            ADD_FAILURE() << "the statement ran to its end";
+        } catch (const my::Error& e) {
+            EXPECT_EQ(e.code(), my::errc::server_lost) << e.what();
+        }
+        EXPECT_LT(std::chrono::steady_clock::now() - start, 300ms + 1s);
+        EXPECT_TRUE(shut_down);
+        EXPECT_NE(guard_error.find("max_user_connections"), std::string::npos) << guard_error;
+        EXPECT_EQ(guard_error.find("one-Pa55"), std::string::npos) << guard_error;
+        EXPECT_FALSE(f.validate(c));
+        EXPECT_FALSE(f.reset(c));
+        root.exec("KILL " + std::to_string(id)); // its SLEEP still runs on the server
+    }
+    root.exec("DROP USER 'one_conn'@'%'");
+}
+
+TEST_F(MysqlConnection, validate_notices_a_session_killed_while_idle_and_the_pool_never_hands_it_out) {
+    auto f = factory();
+    auto victim = f.create();
+    EXPECT_TRUE(f.validate(victim));
+    direct().exec("KILL CONNECTION " + std::to_string(victim.thread_id()));
+    EXPECT_FALSE(f.validate(victim));
+
+    auto options = mysql_pool_options(1);
+    options.validate_after_idle = 0ms;
+    MysqlPool pool(f, options);
+    unsigned long first = 0;
+    {
+        auto lease = pool.acquire();
+        first = lease->thread_id();
+    }
+    direct().exec("KILL CONNECTION " + std::to_string(first));
+    auto lease = pool.acquire();
+    EXPECT_NE(lease->thread_id(), first);
+    EXPECT_EQ(lease->query_value("SELECT 1"), std::optional<std::string>("1"));
+    EXPECT_EQ(pool.stats().validation_failures, 1U);
+}
+
+TEST_F(MysqlConnection, connections_the_server_closed_after_wait_timeout_are_never_handed_out) {
+    my::FactoryOptions o;
+    o.init_sql = "SET SESSION wait_timeout = 1"; // run again by every reset, so it stays 1 s
+    auto options = mysql_pool_options(2);        // validate_after_idle: the default 500 ms
+    MysqlPool pool(factory(o), options);
+    unsigned long first = 0;
+    {
+        auto a = pool.acquire();
+        auto b = pool.acquire();
+        first = a->thread_id();
+        EXPECT_EQ(a->query_value("SELECT @@SESSION.wait_timeout"), std::optional<std::string>("1"));
+    }
+    std::this_thread::sleep_for(2500ms);
+    for (int i = 0; i < 2; ++i) {
+        auto lease = pool.acquire();
+        EXPECT_NE(lease->thread_id(), first);
+        EXPECT_EQ(lease->query_value("SELECT 1"), std::optional<std::string>("1"));
+        EXPECT_EQ(lease->query_value("SELECT @@SESSION.wait_timeout"), std::optional<std::string>("1"));
+    }
+    EXPECT_EQ(pool.stats().validation_failures, 2U);
+}
+
+/// Returns the message of the AcquireTimeout that acquiring from `pool` must end in.
+std::string acquire_timeout_message(MysqlPool& pool) {
+    try {
+        (void)pool.acquire();
+        ADD_FAILURE() << "acquired";
+    } catch (const connpool::AcquireTimeout& e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST_F(MysqlConnection, the_password_never_appears_in_errors_events_or_what) {
+    const std::string secret = MariadbServer::password;
+    // Where the client or server would echo a value, put the password there: as the database
+    // ("Unknown database '...'"), the user ("Access denied for user '...'"), the host.
+    std::vector<my::ConnectOptions> cases;
+    auto wrong_db = server().tcp(secret);
+    cases.push_back(wrong_db);
+    auto wrong_user = server().tcp(db_);
+    wrong_user.user = secret;
+    cases.push_back(wrong_user);
+    auto wrong_password = server().tcp(db_);
+    wrong_password.password = secret + "-wrong";
+    cases.push_back(wrong_password);
+    auto bad_host = server().tcp(db_);
+    bad_host.host = secret + ".invalid";
+    cases.push_back(bad_host);
+    auto bad_socket = server().unix_socket(db_);
+    bad_socket.unix_socket = "/nonexistent/" + secret + ".sock";
+    cases.push_back(bad_socket);
+    for (auto& c : cases) {
+        if (c.user != secret && c.password.find(secret) == std::string::npos) c.password = secret;
+        my::FactoryOptions o;
+        o.connect_timeout = 2s;
+        std::string message;
+        unsigned int code = 0;
+        try {
+            (void)my::Factory(c, o).create();
+            ADD_FAILURE() << "connected?";
+        } catch (const my::Error& e) {
+            message = e.what();
+            code = e.code();
+        }
+        EXPECT_FALSE(message.empty());
+        EXPECT_NE(code, 0U) << message;
+        EXPECT_EQ(message.find(secret), std::string::npos) << message;
+        EXPECT_EQ(message.find("s3cr3t"), std::string::npos) << message;
+        std::printf("connect error: %s\n", message.c_str());
+    }
+    // Through a pool: the create_failed events and the AcquireTimeout.
+    std::mutex mu;
+    std::vector<std::string> details;
+    auto options = mysql_pool_options(1);
+    options.acquire_timeout = 800ms;
+    options.on_event = [&](const connpool::PoolEvent& e) {
+        std::lock_guard lock(mu);
+        details.emplace_back(e.detail);
+    };
+    MysqlPool pool(my::Factory(wrong_db), options);
+    const std::string message = acquire_timeout_message(pool);
+    EXPECT_NE(message.find("Unknown database"), std::string::npos) << message;
+    EXPECT_EQ(message.find(secret), std::string::npos) << message;
+    std::lock_guard lock(mu);
+    EXPECT_FALSE(details.empty());
+    for (const auto& d : details) EXPECT_EQ(d.find(secret), std::string::npos) << d;
+}
+
+TEST_F(MysqlConnection, a_server_down_at_start_gives_an_acquire_timeout_with_the_clients_reason_and_later_serves) {
+    auto options = mysql_pool_options(2);
+    options.acquire_timeout = 1500ms;
+    {
+        auto nowhere = server().tcp(db_);
+        nowhere.port = static_cast<unsigned int>(connpool::testing::free_loopback_port());
+        MysqlPool pool(my::Factory(nowhere), options);
+        const std::string message = acquire_timeout_message(pool);
+        EXPECT_NE(message.find("Can't connect to server on '127.0.0.1'"), std::string::npos) << message;
+        EXPECT_NE(message.find("error 2002"), std::string::npos) << message;
+        EXPECT_EQ(message.find(MariadbServer::password), std::string::npos) << message;
+    }
+    // The test server itself stopped: the same, and once it is back the same pool serves.
+    MysqlPool pool(factory(), options);
+    server().stop();
+    const std::string message = acquire_timeout_message(pool);
+    EXPECT_NE(message.find("Can't connect"), std::string::npos) << message;
+    EXPECT_EQ(message.find(MariadbServer::password), std::string::npos) << message;
+    std::printf("server down: %s\n", message.c_str());
+    ASSERT_TRUE(server().start()) << server().log_tail();
+    auto lease = pool.acquire_for(10s); // the pool retries creation with back-off (at most 1 s apart)
+    EXPECT_EQ(lease->query_value("SELECT 1"), std::optional<std::string>("1"));
+    EXPECT_GE(pool.stats().create_failures, 1U);
+}
+
+TEST_F(MysqlConnection, after_a_server_restart_dead_connections_are_replaced_and_work_goes_on) {
+    auto options = mysql_pool_options(2);
+    options.validate_after_idle = 0ms;
+    MysqlPool pool(factory(), options);
+    {
+        auto a = pool.acquire();
+        auto b = pool.acquire();
+        EXPECT_EQ(a->query_value("SELECT 1"), std::optional<std::string>("1"));
+        EXPECT_EQ(b->query_value("SELECT 1"), std::optional<std::string>("1"));
+    }
+    auto held = pool.acquire(); // leased across the restart: its next statement fails
+    ASSERT_TRUE(server().restart()) << server().log_tail();
+    try {
+        held->exec("SELECT 1");
+        ADD_FAILURE() << "a statement on a connection from before the restart worked";
+    } catch (const my::Error& e) {
+        EXPECT_TRUE(e.code() == my::errc::server_gone || e.code() == my::errc::server_lost) << e.what();
+    }
+    held.release(); // returned, not discarded: reset() must refuse it
+    auto a = pool.acquire();
+    auto b = pool.acquire();
+    EXPECT_EQ(a->query_value("SELECT 1"), std::optional<std::string>("1"));
+    EXPECT_EQ(b->query_value("SELECT 1"), std::optional<std::string>("1"));
+    EXPECT_GE(pool.stats().validation_failures, 1U);
+    EXPECT_EQ(pool.stats().created, 4U);
 }
 
 } // namespace
