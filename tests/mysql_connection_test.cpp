@@ -140,6 +140,29 @@ TEST_F(MysqlConnection, reset_without_reset_connection_only_rolls_back) {
     EXPECT_EQ(c.query_value("SELECT @v"), std::optional<std::string>("1"));
 }
 
+TEST_F(MysqlConnection, reset_retires_a_connection_left_with_unread_results_and_cleans_an_abandoned_stream) {
+    auto f = factory();
+    // A multi-statement whose second result nobody read.
+    auto multi = f.create();
+    ASSERT_EQ(mysql_query(multi.handle(), "SELECT 10; SELECT 11"), 0);
+    mysql_free_result(mysql_store_result(multi.handle()));
+    EXPECT_FALSE(f.reset(multi));
+    // A statement sent without reading its reply (the reply is on the socket by now).
+    auto sent = f.create();
+    ASSERT_EQ(mysql_send_query(sent.handle(), "SELECT 5", 8), 0);
+    std::this_thread::sleep_for(100ms);
+    EXPECT_FALSE(f.reset(sent));
+    // A streamed result freed half-way: mysql_free_result reads out the rest, so it is reusable.
+    auto stream = f.create();
+    ASSERT_EQ(mysql_query(stream.handle(), "SELECT * FROM seq_1_to_100000"), 0);
+    MYSQL_RES* result = mysql_use_result(stream.handle());
+    ASSERT_NE(result, nullptr);
+    ASSERT_NE(mysql_fetch_row(result), nullptr);
+    mysql_free_result(result);
+    EXPECT_TRUE(f.reset(stream));
+    EXPECT_EQ(stream.query_value("SELECT 3"), std::optional<std::string>("3"));
+}
+
 TEST_F(MysqlConnection, a_failed_reset_sql_retires_the_connection) {
     my::FactoryOptions o;
     o.reset_sql = "SELECT * FROM no_such_table";

@@ -20,11 +20,13 @@
 // (mysql_reset_connection keeps it, and auto-reconnect is off, so it never silently changes).
 //
 // When the KILL cannot be delivered (the second connection fails: server overloaded, max
-// connections reached), the watcher shuts the guarded connection's socket down instead: the
-// statement's call then returns CR_SERVER_LOST at once and the connection is dead, so reset()
-// and validate() retire it; it is never reused mid-statement. Either way the stop is acted on
-// within about a second of the request (connect time plus one round trip).
+// connections reached, no answer within kill_timeout), the watcher shuts the guarded
+// connection's socket down instead: the statement's call then returns CR_SERVER_LOST at once and
+// the connection is dead, so reset() and validate() retire it; it is never reused mid-statement.
+// Either way the stop is acted on within a connect and a round trip of the request (a few
+// milliseconds on a LAN; kill_timeout at worst).
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -48,19 +50,25 @@ namespace connpool::mysql {
 /// How often CancelOnStop looks at a polled stop signal (a predicate or a ProgressReporter).
 inline constexpr std::chrono::milliseconds cancel_poll_interval{50};
 
+/// The longest CancelOnStop's KILL connection may take to connect, and the KILL to be answered.
+inline constexpr std::chrono::seconds kill_timeout{2};
+
 /// While alive, kills `connection`'s running statement on the server when a stop is requested.
 /// Wrap it around one blocking statement (or a streaming read) on the thread that runs it:
 ///
 ///     mysql::CancelOnStop guard{factory, conn, reporter};
 ///     conn.exec("INSERT INTO t SELECT ...");   // throws Error 1317 if the job was cancelled
 ///
-/// Not movable; one thread uses it. Its destructor returns only once no KILL can still be sent.
+/// Not movable; one thread uses it; `factory` and `connection` must outlive it. Each guard starts
+/// a thread (tens of microseconds): meant for statements that may run long, not for every
+/// statement. Its destructor returns only once no KILL can still be sent (at most about
+/// kill_timeout after a stop, when the server does not answer).
 class CancelOnStop {
 public:
     /// Watches `stop`, a predicate the guard's own thread calls every cancel_poll_interval; it
     /// must be safe to call from another thread.
     CancelOnStop(const Factory& factory, Connection& connection, std::function<bool()> stop)
-        : factory_(factory), mysql_(connection.handle()), thread_id_(connection.thread_id()) {
+        : factory_(factory), socket_(mysql_get_socket(connection.handle())), thread_id_(connection.thread_id()) {
         watcher_ = std::thread([this, stop = std::move(stop)] { watch_polled(stop); });
     }
 
@@ -70,7 +78,7 @@ public:
 
     /// Watches `token`: a stop request wakes the watcher at once (no polling).
     CancelOnStop(const Factory& factory, Connection& connection, std::stop_token token)
-        : factory_(factory), mysql_(connection.handle()), thread_id_(connection.thread_id()) {
+        : factory_(factory), socket_(mysql_get_socket(connection.handle())), thread_id_(connection.thread_id()) {
         watcher_ = std::thread([this, token = std::move(token)] { watch_token(token); });
     }
 
@@ -135,7 +143,14 @@ private:
         std::optional<Connection> killer;
         std::string why;
         try {
-            killer.emplace(factory_.create()); // connecting takes a while: not under the mutex
+            // Connecting takes a while: not under the mutex. Bounded, so a server that does not
+            // answer falls back to the shutdown below in about kill_timeout, and the guard's
+            // destructor (which waits for this thread) never waits longer.
+            FactoryOptions o = factory_.options();
+            o.connect_timeout = std::min(o.connect_timeout, kill_timeout);
+            o.read_timeout = kill_timeout;
+            o.write_timeout = kill_timeout;
+            killer.emplace(Factory(factory_.connect_options(), std::move(o)).create());
         } catch (const std::exception& e) {
             why = e.what();
         }
@@ -152,14 +167,13 @@ private:
         }
         error_ = "cancelling the statement of session " + std::to_string(thread_id_) + " on " + factory_.where() +
                  " with KILL QUERY failed, so its connection was shut down: " + factory_.scrub(why);
-        const my_socket fd = mysql_get_socket(mysql_);
-        if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+        if (socket_ >= 0) ::shutdown(socket_, SHUT_RDWR);
         fired_ = true;
         shut_down_ = true;
     }
 
     const Factory& factory_;
-    MYSQL* mysql_;
+    my_socket socket_;        // read on the statement's thread: the watcher never touches the MYSQL
     unsigned long thread_id_;
 
     mutable std::mutex mu_;

@@ -17,6 +17,8 @@
 #include <string>
 #include <utility>
 
+#include <poll.h> // poll: has the server sent what nobody read?
+
 #include <mysql.h>
 
 #include "connection.hpp"
@@ -43,6 +45,14 @@ inline void set_option(MYSQL* mysql, mysql_option option, const T* value, const 
 
 inline void set_string_option(MYSQL* mysql, mysql_option option, const std::string& value, const char* name) {
     if (!value.empty()) set_option(mysql, option, value.c_str(), name);
+}
+
+/// Returns whether the server sent something an idle connection has not read (leftover results,
+/// or the error and end-of-file of a session the server ended). Does not block.
+inline bool readable(MYSQL* mysql) noexcept {
+    pollfd pfd{static_cast<int>(mysql_get_socket(mysql)), POLLIN, 0};
+    if (pfd.fd < 0) return true;
+    return ::poll(&pfd, 1, 0) != 0;
 }
 
 } // namespace detail
@@ -106,6 +116,13 @@ public:
     /// Returns false (retire it) when any step fails, e.g. the server closed the connection.
     [[nodiscard]] bool reset(Connection& connection) const noexcept {
         MYSQL* mysql = connection.handle();
+        // A connection whose lease left results unread (a multi-statement's later results, or a
+        // reply to mysql_send_query already sitting on the socket) would take them for the
+        // reset's reply: mysql_reset_connection then "succeeds" and the next statement fails.
+        // Such a connection is retired. (A statement sent with mysql_send_query whose reply has
+        // not arrived yet cannot be seen from here; the job layer discards the connection of an
+        // operation that throws, which is how a statement is normally left in flight.)
+        if (mysql_more_results(mysql) || detail::readable(mysql)) return false;
         try {
             if (options_.reset_connection) {
                 if (mysql_reset_connection(mysql) != 0) return false;
