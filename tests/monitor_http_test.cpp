@@ -69,6 +69,35 @@ TEST_F(HttpTest, serves_metrics_and_jobs_during_a_run_and_404_otherwise) {
     EXPECT_FALSE(late.Get("/metrics")) << "nothing listens after stop()";
 }
 
+TEST(HttpSets, serves_the_sets_of_a_hub_at_sets_and_their_series_at_metrics) {
+    connpool::monitor::Hub hub;
+    auto set = hub.track_set("backup of shop", connpool::JobKind::backup);
+    set.update({.done = 300, .total = 1200, .jobs_done = 1, .jobs = 3});
+    HttpEndpoint endpoint({"127.0.0.1", 0}, hub);
+    httplib::Client client("127.0.0.1", endpoint.port());
+    client.set_read_timeout(10, 0);
+    const auto sets = client.Get("/sets");
+    ASSERT_TRUE(sets) << httplib::to_string(sets.error());
+    EXPECT_EQ(sets->status, 200);
+    EXPECT_EQ(sets->get_header_value("Content-Type"), "application/json");
+    const auto array = nlohmann::json::parse(sets->body);
+    ASSERT_EQ(array.size(), 1u) << sets->body;
+    EXPECT_EQ(array[0]["set"], "backup of shop");
+    EXPECT_EQ(array[0]["state"], "running");
+    EXPECT_EQ(array[0]["done"], 300);
+    EXPECT_EQ(array[0]["total"], 1200);
+    EXPECT_EQ(array[0]["jobs_done"], 1);
+    EXPECT_EQ(array[0]["jobs"], 3);
+    const auto metrics = client.Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_NE(metrics->body.find("connpool_set_progress_ratio{name=\"backup of shop\",kind=\"backup\"} 0.25\n"),
+              std::string::npos)
+        << metrics->body;
+    set.end({.done = 1200, .total = 1200, .jobs_done = 3, .jobs = 3}, connpool::JobState::succeeded);
+    const auto after = nlohmann::json::parse(client.Get("/sets")->body);
+    EXPECT_EQ(after[0]["state"], "succeeded");
+}
+
 TEST_F(HttpTest, stops_at_once_even_right_after_it_started) {
     for (int i = 0; i < 20; ++i) {
         HttpEndpoint endpoint({"127.0.0.1", 0}, run.hub);

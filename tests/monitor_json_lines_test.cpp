@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "monitor_fixtures.hpp"
 
@@ -189,6 +190,74 @@ TEST(JsonLinesRun, a_real_run_parses_back_with_monotonic_progress_one_end_per_jo
     EXPECT_EQ(events["pool.timeout"], 1);
     EXPECT_EQ(events["pool.create_failed"], 2);
     EXPECT_EQ(events["pool.created"], events["pool.destroyed"]);
+}
+
+} // namespace
+
+namespace {
+
+// A set (Hub::track_set) fed like a database backup's DatabaseOperation: its lines through a hub
+// whose clock is fixed, so the rate and the ETA are exact.
+TEST(JsonLinesSet, a_set_writes_started_progress_and_ended_lines_with_its_totals) {
+    std::ostringstream out;
+    auto now = fixed_time;
+    connpool::monitor::Hub hub({.now = [&] { return now; }});
+    hub.add(std::make_shared<JsonLinesSink>(out, connpool::monitor::JsonLinesOptions{.progress_interval = 1000ms}));
+    auto set = hub.track_set("backup of shop", JobKind::backup);
+    now += 2s;
+    set.update({.done = 500, .total = 2000, .jobs_done = 1, .jobs = 4});
+    now += 500ms; // within progress_interval of the last line: not written
+    set.update({.done = 600, .total = 2000, .jobs_done = 1, .jobs = 4});
+    now += 1500ms;
+    set.update({.done = 1000, .total = 2000, .jobs_done = 2, .jobs = 4});
+    now += 4s;
+    set.end({.done = 2000, .total = 2000, .jobs_done = 4, .jobs = 4}, JobState::succeeded);
+    set.update({.done = 1, .total = 2, .jobs_done = 0, .jobs = 4}); // after the end: ignored
+    EXPECT_EQ(out.str(),
+              R"({"schema_version":1,"seq":1,"time":"2026-12-01T22:00:02.000Z","event":"set.started","set":"backup of shop",)"
+              R"("kind":"backup","state":"running","done":500,"total":2000,"unit":"bytes","jobs_done":1,"jobs":4,)"
+              R"("elapsed_seconds":2.0,"rate":250.0,"eta_seconds":6.0,"set_key":1})"
+              "\n"
+              R"({"schema_version":1,"seq":2,"time":"2026-12-01T22:00:04.000Z","event":"set.progress","set":"backup of shop",)"
+              R"("kind":"backup","state":"running","done":1000,"total":2000,"unit":"bytes","jobs_done":2,"jobs":4,)"
+              R"("elapsed_seconds":4.0,"rate":250.0,"eta_seconds":4.0,"set_key":1})"
+              "\n"
+              R"({"schema_version":1,"seq":3,"time":"2026-12-01T22:00:08.000Z","event":"set.ended","set":"backup of shop",)"
+              R"("kind":"backup","state":"succeeded","done":2000,"total":2000,"unit":"bytes","jobs_done":4,"jobs":4,)"
+              R"("elapsed_seconds":8.0,"rate":250.0,"set_key":1})"
+              "\n");
+}
+
+TEST(JsonLinesSet, a_failed_set_says_why_redacted_and_a_dropped_tracker_ends_cancelled) {
+    std::ostringstream out;
+    auto now = fixed_time;
+    connpool::monitor::Hub hub({.now = [&] { return now; }});
+    hub.add(std::make_shared<JsonLinesSink>(out));
+    {
+        auto failed = hub.track_set("restore into shop", JobKind::restore);
+        now += 1s;
+        failed.end({.done = 10, .total = 100, .jobs_done = 1, .jobs = 2}, JobState::failed,
+                   "public.orders: cannot connect: password=s3cret rejected");
+        auto dropped = hub.track_set("backup of shop", JobKind::backup);
+        dropped.update({.done = 0, .total = 100, .jobs_done = 0, .jobs = 2});
+    }
+    std::vector<nlohmann::json> lines;
+    std::istringstream in(out.str());
+    for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+    ASSERT_EQ(lines.size(), 3u) << out.str();
+    EXPECT_EQ(lines[0]["event"], "set.ended");
+    EXPECT_EQ(lines[0]["state"], "failed");
+    EXPECT_EQ(lines[0]["error"], "public.orders: cannot connect: password=*** rejected");
+    EXPECT_EQ(out.str().find("s3cret"), std::string::npos);
+    EXPECT_EQ(lines[1]["event"], "set.started");
+    EXPECT_EQ(lines[2]["event"], "set.ended");
+    EXPECT_EQ(lines[2]["state"], "cancelled");
+    EXPECT_EQ(lines[2]["set_key"], 2);
+    // Both ended: the hub keeps them among the recent ones, none running.
+    const auto sets = hub.sets();
+    ASSERT_EQ(sets.size(), 2u);
+    EXPECT_EQ(sets[0].state, JobState::failed);
+    EXPECT_EQ(sets[1].state, JobState::cancelled);
 }
 
 } // namespace

@@ -275,6 +275,91 @@ TEST_F(PrometheusGolden, the_fixed_snapshot_passes_promtool_and_our_own_checks) 
     EXPECT_EQ(said, "") << "promtool lint";
 }
 
+/// Two sets (Hub::track_set: a database backup running, a restore failed) beside the jobs.
+void add_sets(MetricsSnapshot& m) {
+    connpool::monitor::SetProgress backup;
+    backup.name = "backup of \"shop\"";
+    backup.done = 1500;
+    backup.total = 6000;
+    backup.jobs_done = 1;
+    backup.jobs = 4;
+    backup.elapsed = 3s;
+    backup.rate = 500;
+    backup.eta = 9s;
+    m.sets.push_back(backup);
+    connpool::monitor::SetProgress restore;
+    restore.name = "restore into shop";
+    restore.kind = JobKind::restore;
+    restore.state = JobState::failed;
+    restore.done = 10;
+    restore.jobs_done = 2;
+    restore.jobs = 2;
+    restore.elapsed = 1500ms;
+    restore.error = "public.orders failed";
+    m.sets.push_back(restore);
+}
+
+TEST_F(PrometheusGolden, sets_render_their_own_series_after_the_jobs) {
+    const std::string without = render_prometheus(m);
+    EXPECT_EQ(without.find("connpool_set_"), std::string::npos) << "no set families without sets";
+    add_sets(m);
+    const std::string text = render_prometheus(m);
+    ASSERT_EQ(text.compare(0, without.size(), without), 0) << "the sets come after everything else";
+    EXPECT_EQ(text.substr(without.size()), R"(# HELP connpool_set_state A set's (e.g. a database backup's) current state (1 for the state it is in).
+# TYPE connpool_set_state gauge
+connpool_set_state{name="backup of \"shop\"",kind="backup",state="running"} 1
+connpool_set_state{name="restore into shop",kind="restore",state="failed"} 1
+# HELP connpool_set_progress_ratio Fraction of a set's work done over all its jobs, 0 to 1 (when its total is known).
+# TYPE connpool_set_progress_ratio gauge
+connpool_set_progress_ratio{name="backup of \"shop\"",kind="backup"} 0.25
+# HELP connpool_set_work_done Units of work a set's jobs have done (label unit says what they are).
+# TYPE connpool_set_work_done gauge
+connpool_set_work_done{name="backup of \"shop\"",kind="backup",unit="bytes"} 1500
+connpool_set_work_done{name="restore into shop",kind="restore",unit="bytes"} 10
+# HELP connpool_set_work_expected Units of work a set's jobs have in all, when known.
+# TYPE connpool_set_work_expected gauge
+connpool_set_work_expected{name="backup of \"shop\"",kind="backup",unit="bytes"} 6000
+# HELP connpool_set_jobs Jobs in a set (e.g. tables).
+# TYPE connpool_set_jobs gauge
+connpool_set_jobs{name="backup of \"shop\"",kind="backup"} 4
+connpool_set_jobs{name="restore into shop",kind="restore"} 2
+# HELP connpool_set_jobs_ended Jobs of a set that have ended.
+# TYPE connpool_set_jobs_ended gauge
+connpool_set_jobs_ended{name="backup of \"shop\"",kind="backup"} 1
+connpool_set_jobs_ended{name="restore into shop",kind="restore"} 2
+# HELP connpool_set_elapsed_seconds Time since a set started.
+# TYPE connpool_set_elapsed_seconds gauge
+connpool_set_elapsed_seconds{name="backup of \"shop\"",kind="backup"} 3
+connpool_set_elapsed_seconds{name="restore into shop",kind="restore"} 1.5
+# HELP connpool_set_eta_seconds Estimated time until a running set ends (when known).
+# TYPE connpool_set_eta_seconds gauge
+connpool_set_eta_seconds{name="backup of \"shop\"",kind="backup"} 9
+)");
+    expect_well_formed(text);
+    const auto [status, said] = promtool(text);
+    EXPECT_EQ(status, 0) << said;
+    EXPECT_EQ(said, "") << "promtool lint";
+}
+
+TEST(PrometheusSets, set_series_stay_bounded_and_one_per_name_and_kind) {
+    connpool::monitor::Hub hub({.keep_ended = 5});
+    for (int i = 0; i < 40; ++i) {
+        auto set = hub.track_set("backup " + std::to_string(i % 20), JobKind::backup);
+        set.update({.done = 1, .total = 2, .jobs_done = 0, .jobs = 1});
+        set.end({.done = 2, .total = 2, .jobs_done = 1, .jobs = 1}, JobState::succeeded);
+    }
+    auto running = hub.track_set("backup 19", JobKind::backup); // same labels as an ended one
+    running.update({.done = 1, .total = 4, .jobs_done = 0, .jobs = 1});
+    const std::string text = render_prometheus(hub.metrics());
+    expect_well_formed(text); // one series per (name, kind): the newest set's
+    std::size_t states = 0;
+    for (std::size_t at = text.find("\nconnpool_set_state{"); at != std::string::npos; at = text.find("\nconnpool_set_state{", at + 1)) ++states;
+    EXPECT_EQ(states, 5u) << text; // 5 ended kept (backup 15..19), the running one replacing backup 19's
+    EXPECT_NE(text.find("connpool_set_progress_ratio{name=\"backup 19\",kind=\"backup\"} 0.25\n"), std::string::npos) << text;
+    const auto [status, said] = promtool(text);
+    EXPECT_EQ(status, 0) << said;
+}
+
 class PrometheusRun : public ::testing::Test {
 protected:
     connpool::testing::MonitoredRun run{connpool::monitor::HubOptions{.keep_ended = 25}};

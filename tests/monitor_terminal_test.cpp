@@ -221,3 +221,52 @@ TEST_F(TerminalTest, a_pseudo_terminal_is_detected_with_its_width_and_gets_a_fra
 }
 
 } // namespace
+
+namespace {
+
+/// A database backup's set (Hub::track_set) at 25 %, as Hub::sets() gives it.
+connpool::monitor::SetProgress backup_set() {
+    connpool::monitor::SetProgress s;
+    s.name = "backup of shop";
+    s.done = 1024 * 1024;
+    s.total = 4 * 1024 * 1024;
+    s.jobs_done = 1;
+    s.jobs = 3;
+    s.elapsed = 2s;
+    s.rate = 512 * 1024;
+    s.eta = 6s;
+    return s;
+}
+
+TEST_F(TerminalTest, plain_mode_prints_a_set_summary_line_before_its_jobs) {
+    TerminalView view(out.file(), options(false, 160));
+    view.show(three(), {backup_set()});
+    now += 1500ms;
+    auto set = backup_set();
+    set.state = JobState::failed;
+    set.jobs_done = 3;
+    set.eta.reset();
+    set.error = "public.orders: disk full";
+    view.show(three(), {set});
+    EXPECT_EQ(out.text(),
+              "[  0.0s] backup of shop  backup   running     25%  1,048,576/4,194,304 bytes   0.5 MiB/s  ETA 6.0s   jobs 1/3\n"
+              "[  0.0s] orders_1.db     backup   running     25%  1,024/4,096 pages   2.0 MiB/s  ETA 3.0s   waited 1.2s   restarts 2\n"
+              "[  0.0s] orders_2.db     backup   queued        -  waiting for a connection 1.2s\n"
+              "[  0.0s] orders_3.db     backup   failed       0%     10/4,096 pages   2.0 MiB/s  in  2.5s   waited 1.2s   error: cannot write backup '/b/orders_3.db': disk fu\n"
+              "[  1.5s] backup of shop  backup   failed      25%  1,048,576/4,194,304 bytes   0.5 MiB/s  in  2.0s   jobs 3/3  error: public.orders: disk full\n");
+}
+
+TEST_F(TerminalTest, live_frame_has_the_set_line_on_top_and_fits_80_columns) {
+    TerminalView view(out.file(), options(true, 80));
+    view.show(three(), {backup_set()});
+    const auto lines = lines_of(out.text());
+    ASSERT_EQ(lines.size(), 4u) << out.text();
+    for (const auto& line : lines) EXPECT_LE(TerminalView::columns(line), 79u) << line;
+    EXPECT_EQ(out.text(),
+              "\r\x1b[2Kbackup of shop  running    [##.......]   25%   0.5 MiB/s  ETA 6.0s   jobs 1/3\n"
+              "\r\x1b[2Korders_1.db     running    [##.......]   25%   2.0 MiB/s  ETA 3.0s   restarts 2\n"
+              "\r\x1b[2Korders_2.db     queued     [.........]     -  waiting for a connection 1.2s\n"
+              "\r\x1b[2Korders_3.db     failed     [.........]    0%   2.0 MiB/s  in  2.5s   error: can\n");
+}
+
+} // namespace

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <fcntl.h> // AT_FDCWD
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -291,6 +292,56 @@ TEST_F(PostgresTableJobs, damaged_truncated_empty_or_foreign_files_are_refused_a
     EXPECT_NE(last_error_.find("differ from the backup's"), std::string::npos) << last_error_;
     EXPECT_EQ(sql().query_value("SELECT string_agg(t, ',') FROM other"), "keep");
     // The pool kept its connections through all of that (they were settled, not discarded).
+    EXPECT_EQ(pool_->stats().discarded, 0u);
+}
+
+TEST_F(PostgresTableJobs, a_file_checked_by_its_caller_skips_the_check_pass_yet_a_change_behind_its_identity_rolls_back) {
+    create_awkward(2000);
+    const fs::path file = dir_ / "checked";
+    pg::TableBackupOptions raw;
+    raw.compression = pg::Compression::none;
+    ASSERT_EQ(run(pg::backup_table({"awkward"}, file, raw)), JobState::succeeded) << last_error_;
+    const std::string full = fingerprint("awkward");
+    sql().exec("DELETE FROM awkward WHERE id > 100");
+    const std::string before = fingerprint("awkward");
+
+    // As restore_database does after its manifest check: the identity the file had then.
+    pg::TableRestoreOptions checked;
+    checked.checked = pg::file_identity(file);
+    ASSERT_TRUE(checked.checked);
+    // A byte flipped in place with the modification time put back: same device, inode, size and
+    // mtime, so the check pass is skipped; the COPY pass still sees the checksum differ and the
+    // restore rolls back.
+    struct stat st {};
+    ASSERT_EQ(::stat(file.c_str(), &st), 0);
+    {
+        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekg(static_cast<std::streamoff>(st.st_size / 2));
+        char c = 0;
+        f.get(c);
+        f.seekp(static_cast<std::streamoff>(st.st_size / 2));
+        f.put(static_cast<char>(c ^ 0x01));
+    }
+    const timespec times[2] = {st.st_atim, st.st_mtim};
+    ASSERT_EQ(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
+    ASSERT_EQ(pg::file_identity(file), checked.checked) << "the test needs the identity unchanged";
+    EXPECT_EQ(run(pg::restore_table({"awkward"}, file, checked)), JobState::failed);
+    EXPECT_NE(last_error_.find("checksum"), std::string::npos) << last_error_;
+    EXPECT_EQ(fingerprint("awkward"), before);
+
+    // Put right (a new mtime): the identity no longer matches, so the file is checked whole
+    // first again, and then restored.
+    {
+        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekg(static_cast<std::streamoff>(st.st_size / 2));
+        char c = 0;
+        f.get(c);
+        f.seekp(static_cast<std::streamoff>(st.st_size / 2));
+        f.put(static_cast<char>(c ^ 0x01));
+    }
+    ASSERT_NE(pg::file_identity(file), checked.checked);
+    EXPECT_EQ(run(pg::restore_table({"awkward"}, file, checked)), JobState::succeeded) << last_error_;
+    EXPECT_EQ(fingerprint("awkward"), full);
     EXPECT_EQ(pool_->stats().discarded, 0u);
 }
 

@@ -8,7 +8,8 @@
 // It reads top to bottom as the steps of any program that backs up PostgreSQL with connpool:
 //   1. a pool of N+1 connections   (the backup's leader holds one for the snapshot; N copy tables)
 //   2. a runner over the pool      (one job per table; at most N run at once, the rest queue)
-//   3. monitoring on one hub       (terminal view, JSON lines, Prometheus file and endpoint)
+//   3. monitoring on one hub       (terminal view, JSON lines, Prometheus file and endpoint; each
+//                                   table a job, the whole backup or restore a set)
 //   4. backup_database             (consistent snapshot, pg_dump's schema, a file per table, manifest)
 //   5. restore_database            (with --restore-into: the manifest checked first, tables in parallel)
 
@@ -24,6 +25,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -61,15 +63,18 @@ std::unique_ptr<Pool> make_pool(const monitor::Hub& hub, const std::string& conn
     return std::make_unique<Pool>(pg::Factory{conninfo, factory}, std::move(options));
 }
 
-/// Waits for `op` (Ctrl-C cancels it); prints one line about the set; returns whether it succeeded.
-bool wait_and_report(std::FILE* out, const pg::DatabaseOperation& op, const char* what,
+/// Waits for `op` (Ctrl-C cancels it), feeding its aggregate progress to the sinks as one set;
+/// prints one line about the set; returns whether it succeeded.
+bool wait_and_report(std::FILE* out, const pg::DatabaseOperation& op, monitor::SetTracker& set, const char* what,
                      std::chrono::steady_clock::time_point started) {
     while (op.progress().tables_done < op.tables().size()) {
         if (interrupted.load()) op.cancel();
+        set.update(monitor::set_counts(op.progress())); // the JSON-lines sink throttles these
         std::this_thread::sleep_for(50ms);
     }
     const connpool::JobState end = op.wait();
     const auto p = op.progress();
+    set.end(monitor::set_counts(p), end, op.error());
     std::fprintf(out, "%s: %zu tables, %s bytes of COPY data in %.2f s: %s\n", what, p.tables,
                  monitor::format_count(p.done).c_str(), seconds(std::chrono::steady_clock::now() - started),
                  std::string(connpool::to_string(end)).c_str());
@@ -117,7 +122,7 @@ int run(const pgdemo::Settings& settings) {
             if (restore_runner)
                 for (auto& p : restore_runner->snapshot()) jobs.push_back(std::move(p));
             return jobs;
-        }, live ? 100ms : 250ms);
+        }, [&hub] { return hub.sets(); }, live ? 100ms : 250ms);
     };
 
     // One connection first, outside the pools: a wrong conninfo or a server that is down fails
@@ -134,9 +139,11 @@ int run(const pgdemo::Settings& settings) {
     auto backup_started = std::chrono::steady_clock::now();
     bool ok = false;
     {
+        // The whole set in every sink, named by its directory (the view cuts names at 24 columns).
+        auto set = hub.track_set("backup to " + std::filesystem::path(settings.out).filename().string(), connpool::JobKind::backup);
         auto backup = pg::backup_database(backup_runner, settings.out, backup_options);
         show_jobs();
-        ok = wait_and_report(human, backup, "backup", backup_started);
+        ok = wait_and_report(human, backup, set, "backup", backup_started);
     }
 
     // ---- 5. the restore, into a database that must be empty ----
@@ -145,8 +152,9 @@ int run(const pgdemo::Settings& settings) {
         pg::DatabaseRestoreOptions restore_options;
         restore_options.table_progress = [&hub](const pg::Table&) { return hub.track(); };
         const auto restore_started = std::chrono::steady_clock::now();
+        auto set = hub.track_set("restore of " + std::filesystem::path(settings.out).filename().string(), connpool::JobKind::restore);
         const auto restored = pg::restore_database(*restore_runner, settings.out, restore_options);
-        ok = wait_and_report(human, restored, "restore", restore_started);
+        ok = wait_and_report(human, restored, set, "restore", restore_started);
     }
     if (screen) screen->stop(); // draws the final frame
 

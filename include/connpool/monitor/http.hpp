@@ -1,8 +1,8 @@
 #pragma once
 
 // The HTTP endpoint (target connpool::monitor_http, which links cpp-httplib): GET /metrics is
-// the Prometheus text, GET /jobs a JSON array of the jobs' latest progress; anything else is a
-// 404. Opt-in, so users without cpp-httplib can still use the other sinks.
+// the Prometheus text, GET /jobs a JSON array of the jobs' latest progress, GET /sets one of the
+// sets' (Hub::track_set: a whole database backup's totals); anything else is a 404. Opt-in, so users without cpp-httplib can still use the other sinks.
 
 #include <atomic>
 #include <charconv> // std::from_chars: strict port parsing
@@ -59,7 +59,7 @@ inline HostPort parse_host_port(std::string_view text) {
     return HostPort{std::string(host), value};
 }
 
-/// Serves GET /metrics and GET /jobs from a thread of its own, bound to the address it is given,
+/// Serves GET /metrics, GET /jobs and GET /sets from a thread of its own, bound to the address it is given,
 /// until stop() or destruction. The sources are called on the server's threads, so they must
 /// be thread-safe (a Hub's are).
 class HttpEndpoint {
@@ -70,15 +70,23 @@ public:
     /// Binds `address` (throws std::runtime_error naming it when it cannot) and starts serving
     /// `metrics()` at /metrics and `jobs()` at /jobs.
     HttpEndpoint(const HostPort& address, Source metrics, Source jobs)
-        : metrics_(std::move(metrics)), jobs_(std::move(jobs)), server_(std::make_unique<httplib::Server>()) {
+        : HttpEndpoint(address, std::move(metrics), std::move(jobs), [] { return std::string("[]"); }) {}
+
+    /// As above, and `sets()` at /sets.
+    HttpEndpoint(const HostPort& address, Source metrics, Source jobs, Source sets)
+        : metrics_(std::move(metrics)), jobs_(std::move(jobs)), sets_(std::move(sets)),
+          server_(std::make_unique<httplib::Server>()) {
         server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
             respond(res, metrics_, std::string(prometheus_content_type));
         });
         server_->Get("/jobs", [this](const httplib::Request&, httplib::Response& res) {
             respond(res, jobs_, "application/json");
         });
+        server_->Get("/sets", [this](const httplib::Request&, httplib::Response& res) {
+            respond(res, sets_, "application/json");
+        });
         server_->set_error_handler([](const httplib::Request&, httplib::Response& res) {
-            if (res.status == 404) res.set_content("not found: try /metrics or /jobs\n", "text/plain");
+            if (res.status == 404) res.set_content("not found: try /metrics, /jobs or /sets\n", "text/plain");
         });
         // httplib's default adds SO_REUSEPORT, which lets a second server share a port in use
         // and silently split the scrapes; keep only SO_REUSEADDR (restarts past TIME_WAIT).
@@ -100,9 +108,10 @@ public:
         });
     }
 
-    /// Serves the Prometheus text and the jobs of `hub`.
+    /// Serves the Prometheus text, the jobs and the sets of `hub`.
     HttpEndpoint(const HostPort& address, const Hub& hub)
-        : HttpEndpoint(address, [hub] { return render_prometheus(hub.metrics()); }, [hub] { return jobs_json(hub.jobs()); }) {}
+        : HttpEndpoint(address, [hub] { return render_prometheus(hub.metrics()); }, [hub] { return jobs_json(hub.jobs()); },
+                       [hub] { return sets_json(hub.sets()); }) {}
 
     HttpEndpoint(const HttpEndpoint&) = delete;
     HttpEndpoint& operator=(const HttpEndpoint&) = delete;
@@ -137,6 +146,7 @@ private:
 
     Source metrics_;
     Source jobs_;
+    Source sets_;
     std::unique_ptr<httplib::Server> server_;
     int port_ = -1;
     std::atomic<bool> finished_{false};

@@ -47,6 +47,7 @@
 #include <vector>
 
 #include <connpool/jobs.hpp>
+#include <connpool/monitor/set_progress.hpp>
 #include <connpool/pool.hpp>
 
 namespace connpool::monitor {
@@ -80,6 +81,15 @@ struct JobEvent {
     std::chrono::system_clock::time_point time{};     ///< when the hub saw it
 };
 
+/// One set event given to sinks: started (its first update), progress, or ended (its last).
+/// `progress` is valid only during the call.
+struct SetEvent {
+    JobEventType type = JobEventType::progress;   ///< started, progress or ended
+    std::uint64_t key = 0;                        ///< the hub's number for the set
+    const SetProgress* progress = nullptr;        ///< the set's progress at that moment (never null)
+    std::chrono::system_clock::time_point time{}; ///< when the hub saw it
+};
+
 /// One pool event as sinks get it: an owning copy of PoolEvent, with the pool's name, the time
 /// and, for timeouts, the pool's state.
 struct PoolEventRecord {
@@ -103,6 +113,8 @@ public:
     virtual ~Sink() = default;
     /// Receives a job event. Default: ignores it.
     virtual void on_job(const JobEvent& /*event*/) {}
+    /// Receives a set event (Hub::track_set). Default: ignores it.
+    virtual void on_set(const SetEvent& /*event*/) {}
     /// Receives a pool event other than acquired/released (those happen on every acquire; the
     /// pool's own histogram counts them). Default: ignores it.
     virtual void on_pool(const PoolEventRecord& /*event*/) {}
@@ -164,11 +176,13 @@ struct MetricsSnapshot {
     /// Ended jobs ever, per [kind][state] (only the final states are non-zero).
     std::array<std::array<std::uint64_t, 5>, 2> ended_by_kind{};
     std::vector<LastSuccess> last_success;        ///< per (name, kind), sorted by name then kind
+    std::vector<SetProgress> sets;                ///< running sets and the most recent ended ones, oldest first
 };
 
 /// How a Hub behaves. Every field has a default.
 struct HubOptions {
-    /// Ended jobs kept for per-job series and /jobs (the most recent). Default 100.
+    /// Ended jobs kept for per-job series and /jobs (the most recent), and ended sets kept for
+    /// the per-set series and /sets. Default 100.
     std::size_t keep_ended = 100;
     /// Distinct (name, kind) pairs whose last success is kept; the oldest go first. Default 10,000.
     std::size_t keep_names = 10'000;
@@ -235,6 +249,31 @@ struct HubState {
     std::array<std::uint64_t, 5> ended_by_state{};
     std::array<std::array<std::uint64_t, 5>, 2> ended_by_kind{};
     std::map<std::pair<std::string, int>, std::chrono::system_clock::time_point> last_success;
+    std::uint64_t next_set_key = 0;
+    std::map<std::uint64_t, SetProgress> sets_active;        // by key (ascending: oldest first)
+    std::deque<std::pair<std::uint64_t, SetProgress>> sets_ended; // most recent last
+
+    // Records a set's progress and tells the sinks: the first update is "started", a final
+    // state "ended" (after which the set's later updates are ignored).
+    void on_set(std::uint64_t key, SetProgress p, bool first) {
+        SetEvent event{first ? JobEventType::started : JobEventType::progress, key, nullptr, options.now()};
+        {
+            std::lock_guard lock(mu);
+            const auto it = sets_active.find(key);
+            if (it == sets_active.end()) return; // ended already
+            if (is_final(p.state)) {
+                event.type = JobEventType::ended;
+                sets_active.erase(it);
+                sets_ended.emplace_back(key, p);
+                while (sets_ended.size() > options.keep_ended) sets_ended.pop_front();
+            } else {
+                it->second = p;
+            }
+        }
+        event.progress = &p;
+        const auto targets = current_sinks();
+        for (const auto& sink : *targets) sink->on_set(event);
+    }
 
     std::shared_ptr<PoolEntry> pool(const std::string& name) {
         std::lock_guard lock(mu);
@@ -342,6 +381,92 @@ private:
     std::weak_ptr<detail::Watched> entry_;
 };
 
+/// Reports one set (an operation made of many jobs, e.g. a database backup) to a Hub: its
+/// aggregate progress, then its end. Made by Hub::track_set(); move-only; one thread at a time.
+/// Destroying it before end() ends the set as cancelled, so a set never stays "running".
+class SetTracker {
+public:
+    /// Tracks nothing.
+    SetTracker() = default;
+    /// Made by Hub::track_set(), not by users.
+    SetTracker(std::shared_ptr<detail::HubState> state, std::uint64_t key, std::string name, JobKind kind)
+        : state_(std::move(state)), key_(key), started_(state_->options.now()) {
+        last_.name = std::move(name);
+        last_.kind = kind;
+    }
+    SetTracker(SetTracker&& other) noexcept
+        : state_(std::move(other.state_)), key_(other.key_), started_(other.started_), last_(std::move(other.last_)),
+          reported_(other.reported_) {}
+    SetTracker& operator=(SetTracker&& other) noexcept {
+        if (this != &other) {
+            finish_as_cancelled();
+            state_ = std::move(other.state_);
+            key_ = other.key_;
+            started_ = other.started_;
+            last_ = std::move(other.last_);
+            reported_ = other.reported_;
+        }
+        return *this;
+    }
+    SetTracker(const SetTracker&) = delete;
+    SetTracker& operator=(const SetTracker&) = delete;
+    /// Ends the set as cancelled unless end() was called.
+    ~SetTracker() { finish_as_cancelled(); }
+
+    /// Reports the set's counts now (state running); the first call is the set's "started"
+    /// event. Rate and ETA are worked out from the time since track_set(). Quick; does not block
+    /// on the sinks' I/O beyond what they do per event (JsonLinesSink throttles progress lines).
+    void update(const SetCounts& counts) { report(counts, JobState::running, {}); }
+
+    /// Reports the set's end: its last counts, its end state (succeeded, failed or cancelled)
+    /// and, when it failed, why. Later calls are ignored.
+    void end(const SetCounts& counts, JobState state, std::string error = {}) {
+        if (!is_final(state)) state = JobState::failed;
+        report(counts, state, std::move(error));
+    }
+
+    /// Returns the last progress reported (name and kind even before the first update).
+    [[nodiscard]] const SetProgress& last() const noexcept { return last_; }
+
+private:
+    void report(const SetCounts& c, JobState state, std::string error) {
+        if (!state_ || is_final(last_.state)) return;
+        SetProgress& p = last_;
+        p.state = state;
+        p.done = c.done;
+        p.total = std::max(c.total, c.done);
+        p.jobs_done = c.jobs_done;
+        p.jobs = c.jobs;
+        const auto elapsed = state_->options.now() - started_;
+        p.elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(elapsed, decltype(elapsed){}));
+        const double seconds = detail::to_seconds(p.elapsed);
+        p.rate = seconds > 0 ? static_cast<double>(p.done) / seconds : 0.0;
+        p.eta.reset();
+        if (state == JobState::running && p.total > 0 && p.done > 0 && p.done < p.total && p.rate > 0)
+            p.eta = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                std::chrono::duration<double>(static_cast<double>(p.total - p.done) / p.rate));
+        p.error = std::move(error);
+        const bool first = !reported_;
+        reported_ = true;
+        state_->on_set(key_, p, first);
+    }
+
+    void finish_as_cancelled() noexcept {
+        if (!state_ || is_final(last_.state)) return;
+        try {
+            report(SetCounts{last_.done, last_.total, last_.jobs_done, last_.jobs}, JobState::cancelled,
+                   "the set's tracker was destroyed before the set ended");
+        } catch (...) { // a sink that throws must not escape a destructor
+        }
+    }
+
+    std::shared_ptr<detail::HubState> state_;
+    std::uint64_t key_ = 0;
+    std::chrono::system_clock::time_point started_{};
+    SetProgress last_;
+    bool reported_ = false;
+};
+
 /// Fans pool events and job progress out to sinks, and keeps what the metrics need: each pool's
 /// acquire-wait histogram and stats, the live and most recent jobs, per-state and per-kind
 /// counts of all jobs, and each job name's last success. Every member is thread-safe. The
@@ -429,6 +554,38 @@ public:
         };
     }
 
+    /// Starts tracking a set named `name` (e.g. "backup of shop"): returns the SetTracker its
+    /// owner feeds (e.g. `set.update(monitor::set_counts(op.progress()))` while the operation
+    /// runs, then `set.end(...)`). The set shows in sets(), metrics() and the sinks' on_set().
+    [[nodiscard]] SetTracker track_set(std::string name, JobKind kind) const {
+        std::uint64_t key = 0;
+        {
+            std::lock_guard lock(state_->mu);
+            key = ++state_->next_set_key;
+            SetProgress p;
+            p.name = name;
+            p.kind = kind;
+            state_->sets_active.emplace(key, std::move(p));
+        }
+        return SetTracker(state_, key, std::move(name), kind);
+    }
+
+    /// Returns the latest progress of the running sets and of the most recent ended ones
+    /// (HubOptions::keep_ended), in the order they were started.
+    [[nodiscard]] std::vector<SetProgress> sets() const {
+        std::vector<std::pair<std::uint64_t, SetProgress>> keyed;
+        {
+            std::lock_guard lock(state_->mu);
+            for (const auto& e : state_->sets_ended) keyed.push_back(e);
+            for (const auto& [key, p] : state_->sets_active) keyed.emplace_back(key, p);
+        }
+        std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        std::vector<SetProgress> out;
+        out.reserve(keyed.size());
+        for (auto& [key, p] : keyed) out.push_back(std::move(p));
+        return out;
+    }
+
     /// Returns the latest progress of the queued and running jobs and of the most recent ended
     /// ones (HubOptions::keep_ended), in the order the hub first saw them: as last delivered to
     /// track()'s callbacks, and, for watched runners, as their snapshot() says now (their jobs
@@ -463,6 +620,7 @@ public:
                 m.last_success.push_back(LastSuccess{key.first, static_cast<JobKind>(key.second), at});
         }
         m.jobs = jobs();
+        m.sets = sets();
         // Queued and running now: from the jobs as shown, which include watched runners' own.
         for (const auto& p : m.jobs)
             if (!is_final(p.state)) ++m.jobs_by_state[static_cast<std::size_t>(p.state)];

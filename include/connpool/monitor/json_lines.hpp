@@ -72,10 +72,37 @@ inline std::string jobs_json(const std::vector<Progress>& jobs) {
     return array.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
+/// Returns a set's progress as a JSON object (the fields of a set line after "event", and an
+/// element of the HTTP endpoint's /sets): set, kind, state, done, total, unit, jobs_done, jobs,
+/// elapsed_seconds, rate, eta_seconds (when known), error (when failed). Texts are clean()ed.
+inline nlohmann::ordered_json to_json(const SetProgress& p) {
+    nlohmann::ordered_json j;
+    j["set"] = clean(p.name);
+    j["kind"] = to_string(p.kind);
+    j["state"] = to_string(p.state);
+    j["done"] = p.done;
+    j["total"] = p.total;
+    j["unit"] = clean(p.unit);
+    j["jobs_done"] = p.jobs_done;
+    j["jobs"] = p.jobs;
+    j["elapsed_seconds"] = detail::to_seconds(p.elapsed);
+    j["rate"] = p.rate;
+    if (p.eta) j["eta_seconds"] = detail::to_seconds(*p.eta);
+    if (p.state == JobState::failed || !p.error.empty()) j["error"] = clean(p.error);
+    return j;
+}
+
+/// Returns a JSON array of `sets` (each as to_json()), as one line of text.
+inline std::string sets_json(const std::vector<SetProgress>& sets) {
+    auto array = nlohmann::ordered_json::array();
+    for (const auto& p : sets) array.push_back(to_json(p));
+    return array.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 /// How a JsonLinesSink writes. Every field has a default.
 struct JsonLinesOptions {
-    /// Least time between two "job.progress" lines of one job; the other job events are always
-    /// written. Default 1 s; 0 = every progress callback.
+    /// Least time between two "job.progress" lines of one job (and two "set.progress" lines of
+    /// one set); the other events are always written. Default 1 s; 0 = every progress callback.
     std::chrono::milliseconds progress_interval{1000};
 };
 
@@ -83,7 +110,9 @@ struct JsonLinesOptions {
 /// "job.progress" (throttled), "job.phase", "job.ended" (with the end state, and "error" when
 /// failed), and "pool.<kind>" for pool events ("pool.created", "pool.destroyed" with its
 /// "reason", "pool.timeout" with the pool's "stats" at the time, "pool.leak" with the call
-/// "site", "pool.create_failed" with its "error"). Thread-safe; each line is written and flushed
+/// "site", "pool.create_failed" with its "error"), and "set.started", "set.progress"
+/// (throttled), "set.ended" for sets (Hub::track_set: a whole database backup's totals, with
+/// "set_key"). Thread-safe; each line is written and flushed
 /// whole under a lock, so lines never interleave.
 class JsonLinesSink : public Sink {
 public:
@@ -106,6 +135,27 @@ public:
             }
         } else if (e.type == JobEventType::ended) {
             last_progress_.erase(e.key);
+        }
+        write_locked(line);
+    }
+
+    /// Writes the set event's line (progress lines at most once per progress_interval per set).
+    void on_set(const SetEvent& e) override {
+        nlohmann::ordered_json line = header(e.time, "set." + std::string(to_string(e.type)));
+        nlohmann::ordered_json body = to_json(*e.progress);
+        for (auto it = body.begin(); it != body.end(); ++it) line[it.key()] = std::move(it.value());
+        line["set_key"] = e.key;
+        std::lock_guard lock(mu_);
+        if (e.type == JobEventType::progress) {
+            auto [it, fresh] = last_set_progress_.try_emplace(e.key, e.time);
+            if (!fresh) {
+                if (e.time - it->second < options_.progress_interval) return;
+                it->second = e.time;
+            }
+        } else if (e.type == JobEventType::started) {
+            last_set_progress_[e.key] = e.time; // a set's first line counts as its first progress line
+        } else if (e.type == JobEventType::ended) {
+            last_set_progress_.erase(e.key);
         }
         write_locked(line);
     }
@@ -158,6 +208,7 @@ private:
     std::mutex mu_; // guards everything below and the writes to out_
     std::uint64_t seq_ = 0;
     std::map<std::uint64_t, std::chrono::system_clock::time_point> last_progress_; // by job key
+    std::map<std::uint64_t, std::chrono::system_clock::time_point> last_set_progress_; // by set key
 };
 
 } // namespace connpool::monitor

@@ -8,7 +8,8 @@
 // ended ones; when two share a name and kind, the newest one), per-state and per-kind counts
 // cover every job, and connpool_job_last_success_timestamp_seconds keeps one series per job
 // name (HubOptions::keep_names at most). The job's name is the `name` label: Prometheus adds a
-// `job` label of its own.
+// `job` label of its own. Sets (Hub::track_set, e.g. a whole database backup) have their own
+// connpool_set_* series, labels name and kind, as bounded as the jobs'.
 
 #include <algorithm> // std::reverse, std::copy
 #include <cstdlib>   // std::abs
@@ -479,6 +480,57 @@ inline std::string render_prometheus(const MetricsSnapshot& m) {
         out.number(detail::seconds_since_epoch(s.time));
         out.put('\n');
     }
+
+    // ---- sets (Hub::track_set): one series per (name, kind), the newest set of each; as
+    // bounded as the jobs' (running sets and the HubOptions::keep_ended most recent ended) ----
+    if (m.sets.empty()) return out.take(); // no set families for a program that has none
+    std::vector<std::string> set_labels;
+    std::vector<std::size_t> sets_shown;
+    {
+        set_labels.reserve(m.sets.size());
+        for (const auto& set : m.sets) {
+            std::string l = "name=\"";
+            detail::append_clean_label_value(l, set.name);
+            l += "\",kind=\"";
+            l += to_string(set.kind);
+            l += '"';
+            set_labels.push_back(std::move(l));
+        }
+        std::unordered_set<std::string_view> seen;
+        for (std::size_t i = m.sets.size(); i-- > 0;)
+            if (seen.insert(set_labels[i]).second) sets_shown.push_back(i);
+        std::reverse(sets_shown.begin(), sets_shown.end());
+    }
+    const auto set_unit = [&](std::size_t i) {
+        std::string u = ",unit=\"";
+        detail::append_clean_label_value(u, m.sets[i].unit.empty() ? std::string_view("units") : std::string_view(m.sets[i].unit));
+        return u + '"';
+    };
+    out.family("connpool_set_state", "gauge", "A set's (e.g. a database backup's) current state (1 for the state it is in).");
+    for (const auto i : sets_shown) {
+        out.put("connpool_set_state{");
+        out.put(set_labels[i]);
+        out.put(",state=\"");
+        out.put(to_string(m.sets[i].state));
+        out.put("\"} 1\n");
+    }
+    out.family("connpool_set_progress_ratio", "gauge", "Fraction of a set's work done over all its jobs, 0 to 1 (when its total is known).");
+    for (const auto i : sets_shown)
+        if (const auto f = m.sets[i].fraction()) out.sample("connpool_set_progress_ratio", set_labels[i], *f);
+    out.family("connpool_set_work_done", "gauge", "Units of work a set's jobs have done (label unit says what they are).");
+    for (const auto i : sets_shown) out.sample("connpool_set_work_done", set_labels[i], m.sets[i].done, set_unit(i));
+    out.family("connpool_set_work_expected", "gauge", "Units of work a set's jobs have in all, when known.");
+    for (const auto i : sets_shown)
+        if (m.sets[i].total != 0) out.sample("connpool_set_work_expected", set_labels[i], m.sets[i].total, set_unit(i));
+    out.family("connpool_set_jobs", "gauge", "Jobs in a set (e.g. tables).");
+    for (const auto i : sets_shown) out.sample("connpool_set_jobs", set_labels[i], std::uint64_t{m.sets[i].jobs});
+    out.family("connpool_set_jobs_ended", "gauge", "Jobs of a set that have ended.");
+    for (const auto i : sets_shown) out.sample("connpool_set_jobs_ended", set_labels[i], std::uint64_t{m.sets[i].jobs_done});
+    out.family("connpool_set_elapsed_seconds", "gauge", "Time since a set started.");
+    for (const auto i : sets_shown) out.sample("connpool_set_elapsed_seconds", set_labels[i], m.sets[i].elapsed);
+    out.family("connpool_set_eta_seconds", "gauge", "Estimated time until a running set ends (when known).");
+    for (const auto i : sets_shown)
+        if (m.sets[i].eta) out.sample("connpool_set_eta_seconds", set_labels[i], *m.sets[i].eta);
     return out.take();
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 
-// The terminal view: on a terminal, one progress bar per job redrawn in place; on a file or a
-// pipe, plain timestamped lines, printed only when something changed. It draws snapshots
+// The terminal view: on a terminal, one progress bar per job redrawn in place, under a summary
+// line per set (a whole database backup: bytes done/total, %, rate, ETA, jobs ended/in all); on
+// a file or a pipe, plain timestamped lines, printed only when something changed. It draws snapshots
 // (JobRunner::snapshot()) from a thread of its own (TerminalMonitor), so the jobs never wait
 // for the terminal.
 
@@ -27,6 +28,7 @@
 
 #include <connpool/jobs.hpp>
 #include <connpool/monitor/redact.hpp>
+#include <connpool/monitor/set_progress.hpp>
 
 namespace connpool::monitor {
 
@@ -139,7 +141,34 @@ public:
     /// Shows `jobs`. Live: redraws the block in place (one write). Plain: prints a line for each
     /// job whose state changed, or whose whole percent changed at least plain_interval after
     /// its last line.
-    void show(const std::vector<Progress>& jobs) {
+    void show(const std::vector<Progress>& jobs) { show(jobs, {}); }
+
+    /// Shows `jobs` under one summary line per set in `sets` (Hub::sets()), drawn like a job's
+    /// line with the set's jobs ended/in all at its end; plain mode prints a set's line on the
+    /// same rules as a job's.
+    void show(const std::vector<Progress>& jobs, const std::vector<SetProgress>& sets) {
+        std::vector<Progress> safe_sets;
+        safe_sets.reserve(sets.size());
+        for (const auto& set : sets) {
+            Progress p;
+            p.name = terminal_safe(set.name);
+            p.kind = set.kind;
+            p.state = set.state;
+            p.done = set.done;
+            p.total = set.state == JobState::succeeded ? std::max(set.total, set.done) : set.total;
+            p.unit = terminal_safe(set.unit);
+            p.elapsed = set.elapsed;
+            p.rate = set.rate;
+            p.eta = set.eta;
+            p.error = terminal_safe(set.error);
+            // Sets and jobs share the plain mode's memory of what was printed: a set's key
+            // cannot be a job's (no job has this id).
+            p.id = set_id;
+            p.phase = "jobs " + std::to_string(set.jobs_done) + "/" + std::to_string(set.jobs);
+            name_width_ = std::max(name_width_, std::min(columns(p.name), max_name));
+            safe_sets.push_back(std::move(p));
+        }
+        sets_ = std::move(safe_sets);
         std::vector<Progress> safe = jobs;
         for (auto& p : safe) {
             p.name = terminal_safe(p.name);
@@ -202,6 +231,7 @@ private:
         clock::time_point at{};
     };
 
+    static constexpr std::uint64_t set_id = ~std::uint64_t{0}; // a set's line (no job has this id)
     static constexpr std::size_t max_name = 24; // longer names are cut, so the bars keep their room
     static constexpr std::size_t min_bar = 8;
 
@@ -267,6 +297,10 @@ private:
         std::size_t lines = 0;
         // The cursor rests on the line below the block: go back to its first line.
         if (drawn_ > 0) frame += "\x1b[" + std::to_string(drawn_) + "A";
+        for (const auto& set : sets_) {
+            frame += "\r\x1b[2K" + fit(describe_set(set, bar_width_, detail_), room) + "\n";
+            ++lines;
+        }
         for (const auto* p : shown) {
             frame += "\r\x1b[2K" + fit(describe(*p, bar_width_, detail_), room) + "\n";
             ++lines;
@@ -284,7 +318,13 @@ private:
     void show_plain(const std::vector<Progress>& jobs) {
         const auto now = options_.now();
         std::string text;
-        for (const auto& p : jobs) {
+        std::vector<const Progress*> all;
+        all.reserve(sets_.size() + jobs.size());
+        for (const auto& p : sets_) all.push_back(&p);
+        for (const auto& p : jobs) all.push_back(&p);
+        for (const Progress* item : all) {
+            const Progress& p = *item;
+            const bool is_set = p.id == set_id;
             // Ids are per runner and a view may show several runners' jobs: key by id, kind and name.
             const std::string key = std::to_string(p.id) + '\0' + std::string(to_string(p.kind)) + '\0' + p.name;
             auto it = std::find_if(printed_.begin(), printed_.end(), [&](const Printed& x) { return x.key == key; });
@@ -301,9 +341,12 @@ private:
             }
             // Each line on its own: drop the least useful fields until it fits (the error is cut).
             const std::string stamp = "[" + pad_left(format_duration(now - started_at_), 6) + "] ";
+            const auto line_of = [&](int detail, bool with_error) {
+                return stamp + (is_set ? describe_set(p, 0, detail, with_error) : describe(p, 0, detail, with_error));
+            };
             int detail = all_details;
-            while (detail > 0 && columns(stamp + describe(p, 0, detail, /*with_error=*/false)) > options_.width - 1) --detail;
-            std::string line = fit(stamp + describe(p, /*bar=*/0, detail), options_.width - 1);
+            while (detail > 0 && columns(line_of(detail, /*with_error=*/false)) > options_.width - 1) --detail;
+            std::string line = fit(line_of(detail, /*with_error=*/true), options_.width - 1);
             line.erase(line.find_last_not_of(' ') + 1); // padding that ends a line only costs bytes
             text += line + "\n";
         }
@@ -343,10 +386,21 @@ private:
                     : copying ? "  ETA " + pad_right(p.eta ? format_duration(*p.eta) : std::string("?"), 5)
                               : "  " + pad_right(p.phase, 9);
         }
-        if (detail >= keep_waited) line += "  waited " + pad_right(format_duration(p.waited), 5);
+        if (detail >= keep_waited && p.id != set_id) line += "  waited " + pad_right(format_duration(p.waited), 5);
         // Restarts apart from done/total: a restarted copy re-reads pages, which is why done can
         // pass the database's size.
         if (detail >= keep_restarts && p.restarts > 0) line += "  restarts " + std::to_string(p.restarts);
+        if (p.state == JobState::failed && with_error) line += "  error: " + p.error;
+        return line;
+    }
+
+    /// Returns one line about a set (as show() turned it into a Progress): a job's line without
+    /// the waiting time, with "set" for the kind's column and the jobs ended/in all at the end.
+    std::string describe_set(const Progress& p, std::size_t bar, int detail = all_details, bool with_error = true) const {
+        Progress shown = p;
+        shown.phase.clear(); // so describe() shows the ETA, not the phase
+        std::string line = describe(shown, bar, detail, /*with_error=*/false);
+        line += "  " + p.phase;
         if (p.state == JobState::failed && with_error) line += "  error: " + p.error;
         return line;
     }
@@ -390,6 +444,7 @@ private:
     std::size_t bar_width_ = 30;   // live: cells in a bar
     int detail_ = all_details;     // live: which fields fit (see Detail)
     std::vector<Printed> printed_; // plain: what was last printed, per job
+    std::vector<Progress> sets_;   // the sets of the current show(), as Progress lines
 };
 
 /// Shows a source of progress snapshots on a TerminalView from its own thread, every `period`,
@@ -408,6 +463,13 @@ public:
     TerminalMonitor(TerminalView& view, Source source, std::chrono::milliseconds period)
         : view_(view), source_(std::move(source)), period_(period), thread_([this] { loop(); }) {}
 
+    /// Where the sets come from: e.g. `[&] { return hub.sets(); }`.
+    using SetSource = std::function<std::vector<SetProgress>()>;
+
+    /// As above, with a summary line per set of `sets()` above the jobs.
+    TerminalMonitor(TerminalView& view, Source source, SetSource sets, std::chrono::milliseconds period)
+        : view_(view), source_(std::move(source)), sets_(std::move(sets)), period_(period), thread_([this] { loop(); }) {}
+
     TerminalMonitor(const TerminalMonitor&) = delete;
     TerminalMonitor& operator=(const TerminalMonitor&) = delete;
 
@@ -423,7 +485,7 @@ public:
         }
         cv_.notify_all();
         thread_.join();
-        view_.show(source_());
+        draw();
     }
 
 private:
@@ -431,14 +493,23 @@ private:
         std::unique_lock lock(mu_);
         while (!stopping_) {
             lock.unlock();
-            view_.show(source_());
+            draw();
             lock.lock();
             cv_.wait_for(lock, period_, [this] { return stopping_; });
         }
     }
 
+    void draw() {
+        if (sets_) {
+            view_.show(source_(), sets_());
+        } else {
+            view_.show(source_());
+        }
+    }
+
     TerminalView& view_;
     Source source_;
+    SetSource sets_;
     std::chrono::milliseconds period_;
     std::mutex mu_;
     std::condition_variable cv_;

@@ -45,8 +45,20 @@ inline std::uint64_t table_size(Connection& c, const Table& table) {
     return v ? std::stoull(*v) : 0;
 }
 
-/// Fills the server fields of a header: version, version number, encoding.
+/// Fills the server fields of a header: version, version number, encoding. They come from what
+/// the server reported when the session started (ParameterStatus: server_version and
+/// server_encoding, the database's encoding, are sent to every client), so no round trip is
+/// spent on them; a server that did not report them is asked.
 inline void describe_server(Connection& c, TableFileHeader& h) {
+    PGconn* conn = c.handle();
+    const char* version = PQparameterStatus(conn, "server_version");
+    const char* encoding = PQparameterStatus(conn, "server_encoding");
+    if (version != nullptr && encoding != nullptr && PQserverVersion(conn) > 0) {
+        h.server_version = version;
+        h.server_version_num = PQserverVersion(conn);
+        h.encoding = encoding;
+        return;
+    }
     const Result r = c.exec("SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
                             "pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()");
     h.server_version = r.get(0, 0);
@@ -54,25 +66,25 @@ inline void describe_server(Connection& c, TableFileHeader& h) {
     h.encoding = r.get(0, 2);
 }
 
-/// Fills a backup header's columns and server fields and returns the table's size on disk, in
-/// one round trip (what table_columns, describe_server and table_size ask, in one query: a tiny
-/// table's backup is mostly round trips). Throws Error (42P01 when the table does not exist).
-inline std::uint64_t describe_for_backup(Connection& c, const Table& table, TableFileHeader& h) {
-    // A LEFT JOIN from pg_database, so a table without columns still gives the server's row.
-    const Result r = c.query(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), current_setting('server_version'), "
-        "current_setting('server_version_num')::int, pg_encoding_to_char(d.encoding), pg_table_size($1::regclass) "
-        "FROM pg_database d LEFT JOIN pg_attribute a ON a.attrelid = $1::regclass AND a.attnum > 0 "
-        "AND NOT a.attisdropped AND a.attgenerated = '' WHERE d.datname = current_database() ORDER BY a.attnum",
-        {qualified(c.handle(), table)});
-    if (r.rows() == 0) throw Error("the current database is missing from pg_database", "");
+/// Returns one statement that gives the table's size on disk (pg_table_size) in every row and
+/// its COPY columns (not dropped, not generated) in order, one row each: a table without columns
+/// gives one row with NULL names. The name goes in as a quoted literal, so the statement can
+/// share a simple query (one round trip) with the transaction's start and its lock. Fails with
+/// 42P01 when the table does not exist.
+inline std::string backup_catalog_sql(PGconn* conn, const Table& table) {
+    return "SELECT pg_table_size(t.oid), a.attname, format_type(a.atttypid, a.atttypmod) FROM (SELECT " +
+           quote_literal(conn, qualified(conn, table)) +
+           "::regclass AS oid) t LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 "
+           "AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum";
+}
+
+/// Fills a backup header's columns from backup_catalog_sql's result and returns the size it gives.
+inline std::uint64_t read_backup_catalog(const Result& r, TableFileHeader& h) {
+    if (r.rows() == 0 || r.columns() != 3) throw Error("the catalog query gave no row for the table", "");
     h.columns.clear();
     for (int i = 0; i < r.rows(); ++i)
-        if (!r.is_null(i, 0)) h.columns.push_back({r.get(i, 0), r.get(i, 1)});
-    h.server_version = r.get(0, 2);
-    h.server_version_num = std::stoi(r.get(0, 3));
-    h.encoding = r.get(0, 4);
-    return r.is_null(0, 5) ? 0 : std::stoull(r.get(0, 5));
+        if (!r.is_null(i, 1)) h.columns.push_back({r.get(i, 1), r.get(i, 2)});
+    return r.is_null(0, 0) ? 0 : std::stoull(r.get(0, 0));
 }
 
 /// Returns the SQL that takes `mode` on the table in the open transaction: NOWAIT when

@@ -38,6 +38,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -573,7 +574,21 @@ template <class Runner>
     auto& pool = runner.pool();
     detail::require_leader_and_one(pool.stats().max_size, "restore_database");
     detail::check_lock_timeout(options.lock_timeout, "DatabaseRestoreOptions");
-    (void)io::verify_manifest(src_dir);
+    // Each table file's identity around the manifest check, which reads every file whole: a file
+    // unchanged across it was checked, and its table restore need not read it a second time.
+    const auto identities = [&] {
+        std::map<std::string, std::optional<FileIdentity>> out;
+        std::error_code ec; // a missing directory is verify_manifest's to report
+        for (std::filesystem::directory_iterator it(src_dir, ec), end; !ec && it != end; it.increment(ec))
+            if (it->path().extension() == ".copy") out[it->path().filename().string()] = file_identity(it->path());
+        return out;
+    };
+    const auto before_check = identities();
+    const io::Manifest manifest = io::verify_manifest(src_dir);
+    const auto after_check = identities();
+    const auto in_manifest = [&](const std::string& name) {
+        return std::any_of(manifest.files.begin(), manifest.files.end(), [&](const auto& f) { return f.name == name; });
+    };
     const auto list = nlohmann::json::parse(detail::read_set_file(src_dir / detail::tables_file), nullptr, false);
     const auto sequences =
         nlohmann::json::parse(detail::read_set_file(src_dir / detail::sequences_file), nullptr, false);
@@ -617,7 +632,12 @@ template <class Runner>
     for (std::size_t i = 0; i < tables.size(); ++i) {
         ProgressCallback user =
             options.table_progress ? options.table_progress(tables[i].table) : ProgressCallback{};
-        state->handles.push_back(runner.submit(restore_table(tables[i].table, src_dir / tables[i].file, table_options),
+        TableRestoreOptions this_table = table_options;
+        if (const auto b = before_check.find(tables[i].file), a = after_check.find(tables[i].file);
+            b != before_check.end() && a != after_check.end() && b->second && b->second == a->second &&
+            in_manifest(tables[i].file))
+            this_table.checked = b->second;
+        state->handles.push_back(runner.submit(restore_table(tables[i].table, src_dir / tables[i].file, this_table),
                                                [loaded, i, user = std::move(user)](const Progress& p) {
                                                    if (is_final(p.state)) loaded->ended(i, p.state); // first: user may throw
                                                    if (user) user(p);

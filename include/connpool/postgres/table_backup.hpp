@@ -68,6 +68,9 @@ inline void check_backup_destination(const std::filesystem::path& dest, bool ove
                              " exists (set TableBackupOptions::overwrite to replace it)");
 }
 
+/// From this size of COPY data on, a backup's read-back runs beside its fsync (on a thread).
+inline constexpr std::uint64_t parallel_sync_min_bytes = 4u << 20;
+
 inline void run_table_backup(Connection& c, const Table& table, const std::filesystem::path& dest,
                              const TableBackupOptions& options, ProgressReporter& reporter) {
     const std::string what = "backup of table " + table.display() + " to " + file_quoted(dest);
@@ -77,28 +80,35 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
         io::remove_stale_temps(dest);
         io::TempFile temp(dest, options.overwrite ? io::Publish::replace : io::Publish::no_replace);
 
-        // Round trips are most of a small table's backup, so the transaction's start, its
-        // snapshot and the lock go in one, and the catalog questions in another.
-        c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; " +
-               (options.snapshot.empty() ? std::string() : "SET TRANSACTION SNAPSHOT " + quote_literal(conn, options.snapshot) + "; ") +
-               lock_table_sql(conn, table, "ACCESS SHARE", options.lock_timeout));
+        // A tiny table's backup is mostly round trips, so it takes two: the transaction's start,
+        // its snapshot, its lock and the catalog question in one simple query (the server runs
+        // them in order and stops at the first error), then the COPY and the COMMIT in another.
+        // The server's version and encoding cost none (describe_server).
         TableFileHeader header;
         header.schema = table.schema;
         header.table = table.name;
-        const std::uint64_t size = describe_for_backup(c, table, header);
         header.format = options.format;
         header.compression = options.compression;
-        // The data must come in the database's encoding; libpq's default already is it (a round
-        // trip saved), unless the conninfo or PGCLIENTENCODING asked for another.
-        if (header.encoding != pg_encoding_to_char(PQclientEncoding(conn)))
-            c.exec("SET LOCAL client_encoding = " + quote_literal(conn, header.encoding));
+        describe_server(c, header);
+        // The data must come in the database's encoding; libpq's default already is it, unless
+        // the conninfo or PGCLIENTENCODING asked for another.
+        const bool other_encoding = header.encoding != pg_encoding_to_char(PQclientEncoding(conn));
+        const std::uint64_t size = read_backup_catalog(
+            c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; " +
+                   (options.snapshot.empty() ? std::string() : "SET TRANSACTION SNAPSHOT " + quote_literal(conn, options.snapshot) + "; ") +
+                   (other_encoding ? "SET LOCAL client_encoding = " + quote_literal(conn, header.encoding) + "; " : std::string()) +
+                   lock_table_sql(conn, table, "ACCESS SHARE", options.lock_timeout) + "; " + backup_catalog_sql(conn, table)),
+            header);
         reporter.set_total(size, "bytes");
         reporter.set_phase("copying (total estimated from the table's size on disk)");
 
         TableFileWriter writer(temp.fd(), temp.path(), header, options.zstd_level);
+        // The column list is the one the header records, so the data matches it even if the
+        // table changed between the exported snapshot and the lock.
         const std::string sql = "COPY " + qualified(conn, table) +
                                 (header.columns.empty() ? std::string() : " " + column_list(conn, header.columns)) +
-                                " TO STDOUT" + (options.format == CopyFormat::binary ? " (FORMAT binary)" : "");
+                                " TO STDOUT" + (options.format == CopyFormat::binary ? " (FORMAT binary)" : "") +
+                                "; COMMIT";
         if (PQsendQuery(conn, sql.c_str()) != 1) throw_result(conn, nullptr, "cannot start the COPY");
         {
             const ResultPtr started = first_result(conn, reporter, what);
@@ -139,18 +149,30 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
             // The server's count ("COPY n"): in binary format the data messages are not one per row.
             if (const char* n = PQcmdTuples(end.get()); n != nullptr && *n != '\0') rows = std::stoull(n);
         }
-        drain_results(conn);
-        c.exec("COMMIT");
+        {
+            const ResultPtr commit(PQgetResult(conn));
+            if (!commit || PQresultStatus(commit.get()) != PGRES_COMMAND_OK) throw_result(conn, commit.get(), "COMMIT failed");
+        }
+        if (const std::string error = drain_results(conn); !error.empty()) throw Error("COMMIT failed: " + error, "");
+        if (PQtransactionStatus(conn) != PQTRANS_IDLE) throw Error("the transaction is still open after its COMMIT", "");
 
         writer.finish(rows);
         if (options.verify) {
-            // The read-back goes through the page cache, so it needs no wait for the disk: the
-            // fsync runs beside it, and both end before the file is published.
+            // The read-back goes through the page cache, so it needs no wait for the disk: for a
+            // large file the fsync runs beside it, and both end before the file is published. A
+            // small file's read-back takes less than starting a thread (~0.3 ms here), so there
+            // the two run one after the other.
             reporter.set_phase("syncing and verifying");
-            temp.sync_while([&] {
-                TableFileReader check(temp.path());
-                check.read_data([](const char*, std::size_t) { return true; });
-            });
+            const auto check = [&] {
+                TableFileReader reader(temp.path());
+                reader.read_data([](const char*, std::size_t) { return true; });
+            };
+            if (writer.data_bytes() < parallel_sync_min_bytes) {
+                check();
+                temp.sync();
+            } else {
+                temp.sync_while(check);
+            }
         } else {
             reporter.set_phase("syncing");
             temp.sync();

@@ -8,9 +8,12 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
+
+#include <sys/stat.h> // stat: a file's identity
 
 #include <libpq-fe.h>
 
@@ -24,11 +27,34 @@
 
 namespace connpool::postgres {
 
+/// A file's identity: device, inode, size and modification time (ns). Equal identities before
+/// and after a read mean the bytes read are the file's.
+struct FileIdentity {
+    std::uint64_t device = 0, inode = 0, size = 0;
+    std::int64_t mtime_ns = 0;
+    friend bool operator==(const FileIdentity&, const FileIdentity&) = default;
+};
+
+/// Returns `path`'s identity now, or nothing when it cannot be stat()ed.
+inline std::optional<FileIdentity> file_identity(const std::filesystem::path& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+    return FileIdentity{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                        static_cast<std::uint64_t>(st.st_size),
+                        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
+}
+
 /// How restore_table() loads. Every field has a default.
 struct TableRestoreOptions {
     /// How long to wait for the table's ACCESS EXCLUSIVE lock (TRUNCATE needs it). Default 0 =
     /// fail at once when another session uses the table, naming the lock.
     std::chrono::milliseconds lock_timeout{0};
+    /// The file's identity when a caller read it whole and checked it against a size and checksum
+    /// recorded when it was published (restore_database's manifest check). While the file still
+    /// has it, the check pass before the transaction is skipped (the file is not read twice); the
+    /// COPY pass checks the checksum and the counts anyway and any mismatch rolls the restore
+    /// back. Default none: the file is checked whole first.
+    std::optional<FileIdentity> checked{};
 };
 
 namespace detail {
@@ -75,8 +101,13 @@ inline void run_table_restore(Connection& c, const Table& table, const std::file
     PGconn* conn = c.handle();
     run_settled(conn, what, [&] {
         reporter.set_phase("checking the file");
+        const bool checked = options.checked && file_identity(src) == options.checked;
         TableFileReader reader(src);
-        if (!reader.read_data([&](const char*, std::size_t) { return !reporter.stop_requested(); })) return;
+        // Checked already unless the file changed before the reader opened it (stat again: the
+        // reader holds the inode it opened, and a replaced file has another).
+        if (!(checked && file_identity(src) == options.checked) &&
+            !reader.read_data([&](const char*, std::size_t) { return !reporter.stop_requested(); }))
+            return;
         const TableFileHeader& header = reader.header();
         reporter.set_total(reader.data_bytes(), "bytes");
 
