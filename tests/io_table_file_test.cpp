@@ -219,4 +219,45 @@ TEST_F(IoTableFile, a_file_of_another_adapter_is_refused_naming_both_formats) {
     }
 }
 
+TEST_F(IoTableFile, a_pulled_pass_gives_the_same_data_and_the_same_checks_as_read_data) {
+    // Long runs of one byte (zstd turns 128 KiB into a few bytes) between pseudo-random bytes, so
+    // chunks end anywhere in a frame; and a damaged copy, which the pull must refuse at its end.
+    std::string data;
+    std::uint32_t x = 12345;
+    for (int run = 0; run < 40; ++run) {
+        data.append(static_cast<std::size_t>(70'000 + run * 9'001), static_cast<char>('a' + run % 26));
+        for (int i = 0; i < 50'000; ++i) data += static_cast<char>((x = x * 1664525u + 1013904223u) >> 24);
+    }
+    for (const auto compression : {io::Compression::none, io::Compression::zstd}) {
+        SCOPED_TRACE(io::detail::compression_name(compression));
+        const int fd = ::open(dest_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        ASSERT_GE(fd, 0);
+        {
+            io::TableFileWriter writer(fd, dest_, test_format, {{"table", "t"}}, compression, 1);
+            writer.data(data.data(), data.size());
+            writer.finish(0);
+        }
+        ::close(fd);
+        std::string table;
+        io::TableFileReader reader = open_test_file(dest_, table);
+        std::string pulled;
+        io::TableFileReader::Pass pass(reader);
+        for (std::string_view chunk; !(chunk = pass.next()).empty();) pulled.append(chunk);
+        EXPECT_TRUE(pulled == data) << pulled.size() << " bytes pulled of " << data.size();
+        EXPECT_TRUE(pass.next().empty()); // and stays at the end
+
+        std::string bytes = file_bytes(dest_);
+        bytes[bytes.size() / 2] ^= 1;
+        write_file(dest_, bytes);
+        io::TableFileReader damaged = open_test_file(dest_, table);
+        io::TableFileReader::Pass bad(damaged);
+        EXPECT_THROW(
+            {
+                while (!bad.next().empty()) {
+                }
+            },
+            io::Error);
+    }
+}
+
 } // namespace

@@ -15,6 +15,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -90,75 +92,14 @@ public:
         throw Error("table backup " + detail::quoted(path_) + " is unusable: " + why, EINVAL);
     }
 
+    class Pass;
+
     /// Reads the whole file, giving the data to `sink` in chunks (when sink returns false the
     /// pass stops and returns false); throws io::Error when the checksum, the size of the data or
     /// (RowFraming::lines) its row count differ from the trailer's, or the compressed data is
     /// damaged. A sink may be handed data of a file that then fails: a restore must not commit
     /// what it loaded before this returned true.
-    bool read_data(const std::function<bool(const char*, std::size_t)>& sink) {
-        XXH3_state_t hash{};
-        XXH3_64bits_reset(&hash);
-        std::uint64_t out_bytes = 0, newlines = 0;
-        const bool count_lines = framing_ == RowFraming::lines;
-        auto deliver = [&](const char* p, std::size_t n) {
-            out_bytes += n;
-            if (count_lines)
-                newlines += static_cast<std::uint64_t>(std::count(p, p + n, '\n')); // vectorised: a restore reads its file twice
-            return sink(p, n);
-        };
-        ZSTD_DCtx* dctx = compression_ == Compression::zstd ? ZSTD_createDCtx() : nullptr;
-        if (compression_ == Compression::zstd && dctx == nullptr)
-            throw Error("cannot decompress " + detail::quoted(path_) + ": out of memory", ENOMEM);
-        struct FreeD {
-            ZSTD_DCtx* d;
-            ~FreeD() { ZSTD_freeDCtx(d); }
-        } free_d{dctx};
-        // Uninitialised and no larger than the file: a small table's check should not zero and
-        // fault in a megabyte (it showed in the tiny-backup profile).
-        const std::size_t in_size = static_cast<std::size_t>(std::min<std::uint64_t>(1 << 20, size_));
-        const std::size_t out_size = ZSTD_DStreamOutSize();
-        const std::unique_ptr<char[]> in_buffer(new char[in_size]);
-        const std::unique_ptr<char[]> out_buffer(dctx != nullptr ? new char[out_size] : nullptr);
-        std::uint64_t pos = 0;
-        const std::uint64_t hashed_end = size_ - detail::table_digest_size;
-        const std::uint64_t data_end = size_ - detail::table_trailer_size; // only the part before the trailer is data
-        std::size_t last = 1; // zstd: 0 once a frame ended exactly
-        while (pos < hashed_end) {
-            const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(in_size, hashed_end - pos));
-            read_exact(pos, in_buffer.get(), want);
-            XXH3_64bits_update(&hash, in_buffer.get(), want);
-            const std::size_t data_from =
-                pos < data_start_ ? static_cast<std::size_t>(std::min<std::uint64_t>(data_start_ - pos, want)) : 0;
-            const std::size_t data_to =
-                pos + want <= data_end ? want : static_cast<std::size_t>(data_end > pos ? data_end - pos : 0);
-            if (data_to > data_from) {
-                const char* p = in_buffer.get() + data_from;
-                const std::size_t n = data_to - data_from;
-                if (dctx == nullptr) {
-                    if (!deliver(p, n)) return false;
-                } else {
-                    ZSTD_inBuffer zin{p, n, 0};
-                    while (zin.pos < zin.size) {
-                        ZSTD_outBuffer zout{out_buffer.get(), out_size, 0};
-                        last = ZSTD_decompressStream(dctx, &zout, &zin);
-                        if (ZSTD_isError(last))
-                            refuse(std::string("its compressed data is damaged (") + ZSTD_getErrorName(last) + ")");
-                        if (zout.pos > 0 && !deliver(out_buffer.get(), zout.pos)) return false;
-                    }
-                }
-            }
-            pos += want;
-        }
-        if (dctx != nullptr && last != 0) refuse("its compressed data ends in the middle of a frame");
-        if (XXH3_64bits_digest(&hash) != xxh3_)
-            refuse("it does not match its checksum (xxh3 " + to_hex(XXH3_64bits_digest(&hash)) + ", the trailer says " +
-                   to_hex(xxh3_) + "): it was changed or damaged");
-        if (out_bytes != data_bytes_)
-            refuse("its data has " + std::to_string(out_bytes) + " bytes; the trailer says " + std::to_string(data_bytes_));
-        if (count_lines && newlines != rows_)
-            refuse("its data has " + std::to_string(newlines) + " rows; the trailer says " + std::to_string(rows_));
-        return true;
-    }
+    bool read_data(const std::function<bool(const char*, std::size_t)>& sink);
 
 private:
     void check_magic(const std::string& start, const TableFileFormat& format, const std::string& magic) const {
@@ -219,5 +160,119 @@ private:
     Compression compression_ = Compression::none;
     RowFraming framing_ = RowFraming::lines;
 };
+
+/// One pass over a table file's data, pulled a chunk at a time (for a consumer that asks for
+/// data, as LOAD DATA LOCAL's read callback does): next() returns the next chunk, and at the end
+/// checks the checksum, the data size and the row count, exactly as read_data does. Borrows the
+/// reader, which must outlive it. One thread.
+class TableFileReader::Pass {
+public:
+    /// Starts at the beginning of `reader`'s file; throws io::Error when out of memory.
+    explicit Pass(const TableFileReader& reader)
+        : r_(reader),
+          in_size_(static_cast<std::size_t>(std::min<std::uint64_t>(1 << 20, reader.size_))),
+          // Uninitialised and no larger than the file: a small table's check should not zero and
+          // fault in a megabyte (it showed in the tiny-backup profile).
+          in_(new char[in_size_]),
+          hashed_end_(reader.size_ - detail::table_digest_size),
+          data_end_(reader.size_ - detail::table_trailer_size),
+          count_lines_(reader.framing_ == RowFraming::lines) {
+        XXH3_64bits_reset(&hash_);
+        if (reader.compression_ == Compression::zstd) {
+            dctx_ = ZSTD_createDCtx();
+            if (dctx_ == nullptr) throw Error("cannot decompress " + detail::quoted(r_.path_) + ": out of memory", ENOMEM);
+            out_size_ = ZSTD_DStreamOutSize();
+            out_.reset(new char[out_size_]);
+        }
+    }
+    /// Frees the decompressor.
+    ~Pass() { ZSTD_freeDCtx(dctx_); }
+    Pass(const Pass&) = delete;
+    Pass& operator=(const Pass&) = delete;
+
+    /// Returns the next chunk of data (valid until the next call), or an empty view once the data
+    /// has ended and checked out; throws io::Error (see read_data) when it does not.
+    std::string_view next() {
+        for (;;) {
+            if (dctx_ != nullptr && (zin_.pos < zin_.size || out_full_)) {
+                // A full output buffer may leave decoded data inside zstd with all the input
+                // consumed: call again until it comes out short.
+                ZSTD_outBuffer zout{out_.get(), out_size_, 0};
+                last_ = ZSTD_decompressStream(dctx_, &zout, &zin_);
+                if (ZSTD_isError(last_))
+                    r_.refuse(std::string("its compressed data is damaged (") + ZSTD_getErrorName(last_) + ")");
+                out_full_ = zout.pos == zout.size;
+                if (zout.pos > 0) return deliver(out_.get(), zout.pos);
+                continue;
+            }
+            if (!raw_.empty()) {
+                const std::string_view chunk = std::exchange(raw_, {});
+                return deliver(chunk.data(), chunk.size());
+            }
+            if (pos_ >= hashed_end_) return finish();
+            const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(in_size_, hashed_end_ - pos_));
+            r_.read_exact(pos_, in_.get(), want);
+            XXH3_64bits_update(&hash_, in_.get(), want);
+            // Only the part between the header and the trailer is data.
+            const std::size_t from =
+                pos_ < r_.data_start_ ? static_cast<std::size_t>(std::min<std::uint64_t>(r_.data_start_ - pos_, want)) : 0;
+            const std::size_t to =
+                pos_ + want <= data_end_ ? want : static_cast<std::size_t>(data_end_ > pos_ ? data_end_ - pos_ : 0);
+            pos_ += want;
+            if (to <= from) continue;
+            if (dctx_ != nullptr)
+                zin_ = ZSTD_inBuffer{in_.get() + from, to - from, 0};
+            else
+                raw_ = std::string_view(in_.get() + from, to - from);
+        }
+    }
+
+private:
+    std::string_view deliver(const char* p, std::size_t n) {
+        bytes_ += n;
+        if (count_lines_)
+            newlines_ += static_cast<std::uint64_t>(std::count(p, p + n, '\n')); // vectorised: a restore reads its file twice
+        return {p, n};
+    }
+
+    std::string_view finish() {
+        if (done_) return {};
+        if (dctx_ != nullptr && last_ != 0) r_.refuse("its compressed data ends in the middle of a frame");
+        const std::uint64_t digest = XXH3_64bits_digest(&hash_);
+        if (digest != r_.xxh3_)
+            r_.refuse("it does not match its checksum (xxh3 " + to_hex(digest) + ", the trailer says " + to_hex(r_.xxh3_) +
+                      "): it was changed or damaged");
+        if (bytes_ != r_.data_bytes_)
+            r_.refuse("its data has " + std::to_string(bytes_) + " bytes; the trailer says " + std::to_string(r_.data_bytes_));
+        if (count_lines_ && newlines_ != r_.rows_)
+            r_.refuse("its data has " + std::to_string(newlines_) + " rows; the trailer says " + std::to_string(r_.rows_));
+        done_ = true;
+        return {};
+    }
+
+    const TableFileReader& r_;
+    std::size_t in_size_;
+    std::unique_ptr<char[]> in_;
+    std::uint64_t hashed_end_, data_end_;
+    bool count_lines_;
+    XXH3_state_t hash_{};
+    ZSTD_DCtx* dctx_ = nullptr;
+    std::size_t out_size_ = 0;
+    std::unique_ptr<char[]> out_;
+    ZSTD_inBuffer zin_{nullptr, 0, 0};
+    std::string_view raw_{};
+    std::uint64_t pos_ = 0, bytes_ = 0, newlines_ = 0;
+    std::size_t last_ = 1; // zstd: 0 once a frame ended exactly
+    bool out_full_ = false, done_ = false;
+};
+
+inline bool TableFileReader::read_data(const std::function<bool(const char*, std::size_t)>& sink) {
+    Pass pass(*this);
+    for (;;) {
+        const std::string_view chunk = pass.next();
+        if (chunk.empty()) return true;
+        if (!sink(chunk.data(), chunk.size())) return false;
+    }
+}
 
 } // namespace connpool::io
