@@ -311,6 +311,11 @@ public:
         return stop;
     }
 
+    /// Returns whether the job was cancelled, like stop_requested(), but callable from any thread
+    /// and not counted as seen by the operation: for a watcher the operation starts, e.g. one
+    /// that kills a blocking statement on the server (mysql::CancelOnStop).
+    [[nodiscard]] bool stop_pending() const noexcept { return control_.stop_requested(); }
+
     /// Returns whether the operation was told to stop (stop_requested() returned true to it),
     /// which is what makes a job that returns normally end `cancelled` rather than `succeeded`.
     [[nodiscard]] bool observed_stop() const noexcept { return observed_stop_; }

@@ -10,6 +10,7 @@
 
 #include <libpq-fe.h>
 
+#include "../detail/scrub.hpp"
 #include "../errors.hpp"
 
 namespace connpool::postgres {
@@ -32,16 +33,9 @@ private:
 
 namespace detail {
 
-/// The text that stands for a secret in messages.
-inline constexpr std::string_view redacted = "***";
-
-/// Returns `text` with every occurrence of `secret` replaced by "***" (nothing when it is empty).
-[[nodiscard]] inline std::string scrub(std::string text, std::string_view secret) {
-    if (secret.empty()) return text;
-    for (std::size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at + redacted.size()))
-        text.replace(at, secret.size(), redacted);
-    return text;
-}
+// Shared with the other adapters (detail/scrub.hpp).
+using connpool::detail::redacted;
+using connpool::detail::scrub;
 
 /// Returns `message` without its trailing newlines (libpq ends every message with one).
 [[nodiscard]] inline std::string trimmed(const char* message) {
