@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <unistd.h> // write
@@ -22,6 +23,23 @@
 #include "table_file_format.hpp"
 
 namespace connpool::io {
+
+/// Returns why a backup must not be written to `dest` ("" when it may): its directory is missing
+/// or not one, `dest` is a directory, or it exists and `overwrite` is false. Checked before
+/// anything is read, so a job fails before it does any work.
+[[nodiscard]] inline std::string destination_problem(const std::filesystem::path& dest, bool overwrite) {
+    namespace fs = std::filesystem;
+    const fs::path dir = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
+    std::error_code ec;
+    const auto dir_status = fs::status(dir, ec);
+    if (!fs::exists(dir_status)) return "directory " + detail::quoted(dir) + " does not exist";
+    if (!fs::is_directory(dir_status)) return detail::quoted(dir) + " is not a directory";
+    const auto status = fs::status(dest, ec);
+    if (!fs::exists(status)) return "";
+    if (fs::is_directory(status)) return detail::quoted(dest) + " is a directory";
+    if (!overwrite) return detail::quoted(dest) + " exists (set TableBackupOptions::overwrite to replace it)";
+    return "";
+}
 
 /// Streams a table file into a descriptor: buffered, hashed, compressed. One thread.
 class TableFileWriter {
