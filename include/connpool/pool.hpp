@@ -130,6 +130,11 @@ public:
     /// Returns the options the pool was built with (stats().max_size has the current size).
     [[nodiscard]] const PoolOptions& options() const noexcept { return core_->options(); }
 
+    /// Returns the factory the pool creates its connections with (for an operation that needs
+    /// a connection of its own beside the pool's, e.g. one that kills a running statement).
+    /// The factory must be safe to use from several threads while the pool runs.
+    [[nodiscard]] const Factory& factory() const noexcept { return core_->factory(); }
+
 private:
     detail::PoolCore<Conn, Factory, Clock>* core_; // deleted by its last reference
 };

@@ -330,6 +330,8 @@ public:
 
     const PoolOptions& options() const noexcept { return options_; }
 
+    const Factory& factory() const noexcept { return factory_; }
+
 private:
     // How a hand-out got its slot: from this thread's cache (no flags possible at the CAS), or
     // from the queue or another thread's cache (flags possible), timed as a wait or not.
