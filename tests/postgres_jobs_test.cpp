@@ -917,6 +917,29 @@ TEST_F(PostgresDatabaseJobs, a_watched_database_backup_shows_one_job_per_table_a
     EXPECT_EQ(series, names.size()) << metrics;
 }
 
+TEST_F(PostgresDatabaseJobs, a_sets_total_counts_the_queued_tables_from_the_start) {
+    // A pool of 2 copies one table at a time: the other tables' jobs are queued when the set
+    // returns, and have said no total yet. The set's total counted only what had started, so it
+    // grew table by table and its ETA was that of the first table (it read 1 of 3 tables' bytes).
+    std::uint64_t catalog = 0;
+    for (const char* name : {"a", "b", "c"}) {
+        sql().exec(std::string("CREATE TABLE ") + name + " (id int, v text); INSERT INTO " + name +
+                   " SELECT g, repeat('x', 300) FROM generate_series(1, 3000) g");
+        catalog += std::stoull(*sql().query_value(std::string("SELECT pg_table_size('") + name + "')"));
+    }
+    auto backup = pg::backup_database(runner(2), dir_ / "set");
+    const auto at_start = backup.progress();
+    EXPECT_GE(at_start.total, catalog) << "every table's size counts before its job runs";
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    const std::uint64_t exact = backup.progress().total;
+
+    auto restore = pg::restore_database(target(2), dir_ / "set");
+    const auto restore_start = restore.progress();
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    EXPECT_EQ(restore_start.total, exact) << "a restore knows every file's size before it loads";
+    EXPECT_EQ(restore.progress().total, exact);
+}
+
 TEST_F(PostgresDatabaseJobs, a_tracked_database_backup_writes_queued_started_and_ended_lines_for_every_table) {
     const std::vector<std::string> names{"one", "two", "three"};
     for (const auto& n : names)

@@ -54,6 +54,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../io/backup_set.hpp"
 #include "../io/durable_file.hpp"
 #include "../io/manifest.hpp"
 #include "../jobs.hpp"
@@ -100,119 +101,24 @@ struct DatabaseRestoreOptions {
     std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
-/// Aggregate progress of a database backup or restore.
-struct DatabaseProgress {
-    /// Bytes done and expected over all tables (backup: estimated until each table ends).
-    std::uint64_t done = 0, total = 0;
-    /// Tables ended, and in all.
-    std::size_t tables_done = 0, tables = 0;
-    /// Time left at the rate so far; only while the total is known and something is done.
-    std::optional<std::chrono::nanoseconds> eta{};
-};
-
-/// A database backup or restore in flight: the per-table jobs and the set's own end (schema,
-/// manifest). Waits for itself on destruction. Thread-safe.
-class DatabaseOperation {
-public:
-    /// Blocks until every table job has ended and the set is finished; returns succeeded only if
-    /// every table and the set's own steps succeeded, cancelled if any table was cancelled (and
-    /// none failed), else failed.
-    JobState wait() const {
-        std::unique_lock lock(state_->mu);
-        state_->cv.wait(lock, [&] { return state_->finished; });
-        return state_->end;
-    }
-
-    /// Returns the per-table jobs, largest table first.
-    [[nodiscard]] const std::vector<JobHandle>& tables() const noexcept { return state_->handles; }
-
-    /// Returns why the set failed ("" when it did not): the first failed table's error, or the
-    /// set's own (schema, manifest). Blocks until the set is finished.
-    [[nodiscard]] std::string error() const {
-        (void)wait();
-        std::lock_guard lock(state_->mu);
-        return state_->error;
-    }
-
-    /// Cancels every table job (queued or running) and every index job a restore started; the
-    /// set then ends cancelled.
-    void cancel() const {
-        std::vector<JobHandle> schema_jobs;
-        {
-            std::lock_guard lock(state_->mu);
-            state_->cancel_requested = true;
-            schema_jobs = state_->schema_jobs;
-        }
-        for (const auto& h : state_->handles) h.cancel();
-        for (const auto& h : schema_jobs) h.cancel();
-    }
-
-    /// Returns the aggregate progress: bytes over all tables and an ETA.
-    [[nodiscard]] DatabaseProgress progress() const {
-        DatabaseProgress p;
-        p.tables = state_->handles.size();
-        for (const auto& h : state_->handles) {
-            const Progress t = h.progress();
-            p.done += t.done;
-            p.total += std::max(t.total, t.done);
-            p.tables_done += is_final(t.state) ? 1 : 0;
-        }
-        const auto elapsed = std::chrono::steady_clock::now() - state_->started;
-        if (p.total > 0 && p.done > 0 && p.done < p.total)
-            p.eta = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                elapsed * (static_cast<double>(p.total - p.done) / static_cast<double>(p.done)));
-        return p;
-    }
-
-    /// Waits for the set to finish.
-    ~DatabaseOperation() {
-        if (state_ && state_->finisher.joinable()) state_->finisher.join();
-    }
-    DatabaseOperation(DatabaseOperation&&) noexcept = default;
-    DatabaseOperation& operator=(DatabaseOperation&&) = delete;
-    DatabaseOperation(const DatabaseOperation&) = delete;
-
-    /// Shared by the operation and its finisher thread; made by backup_database/restore_database.
-    struct State {
-        mutable std::mutex mu;
-        std::condition_variable cv;
-        bool finished = false;
-        JobState end = JobState::failed;
-        std::string error;
-        std::vector<JobHandle> handles;
-        std::vector<JobHandle> schema_jobs; // a restore's per-table index jobs; guarded by mu
-        bool cancel_requested = false;      // guarded by mu
-        std::thread finisher;
-        std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-    };
-    /// Adopts `state` (its finisher already started).
-    explicit DatabaseOperation(std::shared_ptr<State> state) noexcept : state_(std::move(state)) {}
-
-private:
-    std::shared_ptr<State> state_;
-};
+using io::DatabaseOperation; // the set in flight: wait(), error(), cancel(), progress(), tables()
+using io::DatabaseProgress; // bytes done/total over the tables, tables done, ETA
 
 namespace detail {
+
+using io::detail::finish_set;
+using io::detail::read_set_file;
+using io::detail::wait_tables;
+using io::detail::write_set_file;
+
+inline void require_leader_and_one(std::size_t max_size, const char* function) {
+    io::detail::require_leader_and_one(max_size, std::string("connpool::postgres::") + function);
+}
 
 inline constexpr const char* pre_data_file = "pre-data.sql";
 inline constexpr const char* post_data_file = "post-data.sql";
 inline constexpr const char* tables_file = "tables.json";
 inline constexpr const char* sequences_file = "sequences.json";
-
-/// Writes `text` as dir/name durably (temp file 0600, fsync, publish without replacing).
-inline void write_set_file(const std::filesystem::path& dir, const std::string& name, const std::string& text) {
-    io::TempFile temp(dir / name, io::Publish::no_replace);
-    for (std::size_t written = 0; written < text.size();) {
-        const ssize_t n = ::write(temp.fd(), text.data() + written, text.size() - written);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            io::detail::throw_errno("cannot write " + file_quoted(temp.path()), errno);
-        }
-        written += static_cast<std::size_t>(n);
-    }
-    temp.sync();
-    temp.publish();
-}
 
 /// Returns pg_dump's plain SQL without the psql meta-commands recent releases put around it
 /// (`\\restrict KEY` first, `\\unrestrict KEY` last: guards for psql, which libpq does not parse).
@@ -232,12 +138,6 @@ inline std::string without_restrict(const std::string& sql) {
     const std::size_t after = sql.find('\n', close + 1);
     if (after != std::string::npos) out += sql.substr(after + 1);
     return out;
-}
-
-inline std::string read_set_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw io::Error("cannot read " + file_quoted(path), ENOENT);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 /// A table of the set, with its file and its size when the backup started.
@@ -410,41 +310,6 @@ inline Job<Connection> table_post_data_job(const Table& table, std::shared_ptr<c
                            }};
 }
 
-/// Throws std::invalid_argument unless the pool can lease the leader and one table job at once.
-inline void require_leader_and_one(std::size_t max_size, const char* function) {
-    if (max_size < 2)
-        throw std::invalid_argument(std::string("connpool::postgres::") + function + ": the pool's max_size is " +
-                                    std::to_string(max_size) +
-                                    "; a database backup or restore needs one connection for its leader (snapshot, "
-                                    "schema) plus one per table it copies at once (N+1), so at least 2");
-}
-
-/// Ends a set: the end state from the tables' and the set's own step, then wakes the waiters.
-inline void finish_set(DatabaseOperation::State& state, JobState end, std::string error) {
-    std::lock_guard lock(state.mu);
-    state.end = end;
-    state.error = std::move(error);
-    state.finished = true;
-    state.cv.notify_all();
-}
-
-/// Waits for every table job; returns the set's state so far and the first failure's text.
-inline std::pair<JobState, std::string> wait_tables(const std::vector<JobHandle>& handles) {
-    JobState end = JobState::succeeded;
-    std::string error;
-    for (const auto& h : handles) {
-        const JobState s = h.wait();
-        if (s == JobState::failed) {
-            if (end != JobState::failed) error = h.progress().name + ": " + h.error();
-            end = JobState::failed;
-        } else if (s == JobState::cancelled && end == JobState::succeeded) {
-            end = JobState::cancelled;
-            error = h.progress().name + " was cancelled";
-        }
-    }
-    return {end, error};
-}
-
 } // namespace detail
 
 /// Backs up every table of the runner's database (or DatabaseBackupOptions::tables) into the new
@@ -459,9 +324,8 @@ template <class Runner>
     namespace fs = std::filesystem;
     auto& pool = runner.pool();
     detail::require_leader_and_one(pool.stats().max_size, "backup_database");
+    io::detail::require_new_directory(dest_dir);
     std::error_code ec;
-    if (fs::exists(dest_dir, ec) && !fs::is_empty(dest_dir, ec))
-        throw io::Error("cannot back up into " + detail::file_quoted(dest_dir) + ": the directory is not empty", EEXIST);
 
     auto leader = std::make_shared<decltype(pool.acquire())>(pool.acquire());
     Connection& c = **leader;
@@ -504,9 +368,11 @@ template <class Runner>
     table_options.snapshot = snapshot;
     table_options.overwrite = false;
     table_options.lock_timeout = options.lock_timeout;
-    for (const auto& t : tables)
+    for (const auto& t : tables) {
+        state->expected.push_back(t.size); // what backup_table's estimate will say, before it runs
         state->handles.push_back(runner.submit(backup_table(t.table, dest_dir / t.file, table_options),
                                                options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
+    }
     state->finisher = std::thread([state_ptr = state.get(), leader, tables, dest_dir, what, pg_dump_path, snapshot,
                                    chosen = !options.tables.empty(), lock_timeout = options.lock_timeout] {
         // The schema is dumped while the tables are copied (pg_dump makes its own connections,
@@ -637,6 +503,7 @@ template <class Runner>
             b != before_check.end() && a != after_check.end() && b->second && b->second == a->second &&
             in_manifest(tables[i].file))
             this_table.checked = b->second;
+        state->expected.push_back(detail::TableFileReader(src_dir / tables[i].file).data_bytes()); // checked: it opens
         state->handles.push_back(runner.submit(restore_table(tables[i].table, src_dir / tables[i].file, this_table),
                                                [loaded, i, user = std::move(user)](const Progress& p) {
                                                    if (is_final(p.state)) loaded->ended(i, p.state); // first: user may throw
