@@ -1,10 +1,11 @@
 #pragma once
 
-// connpool::mysql: pooled MySQL/MariaDB connections and table backup/restore jobs (MariaDB
+// connpool::mysql: pooled MySQL/MariaDB connections and table and whole-database backup/restore jobs (MariaDB
 // Connector/C; speaks to MySQL and MariaDB servers). Link connpool::mysql.
 
 #include "mysql/cancel.hpp"     // IWYU pragma: export
 #include "mysql/connection.hpp" // IWYU pragma: export
+#include "mysql/database.hpp"   // IWYU pragma: export
 #include "mysql/error.hpp"      // IWYU pragma: export
 #include "mysql/factory.hpp"    // IWYU pragma: export
 #include "mysql/options.hpp"    // IWYU pragma: export

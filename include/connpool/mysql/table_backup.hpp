@@ -88,9 +88,19 @@ struct SavedSession {
     [[nodiscard]] std::string restore_sql() const { return "SET SESSION " + assignments; }
 };
 
+/// The session a backup reads in (UTC TIMESTAMPs, REPEATABLE READ, the metadata-lock wait), before
+/// its START TRANSACTION WITH CONSISTENT SNAPSHOT.
+inline std::string snapshot_session_sql(std::chrono::seconds lock_timeout) {
+    return "SET SESSION time_zone = '+00:00', lock_wait_timeout = " + std::to_string(lock_timeout.count()) +
+           "; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ";
+}
+
+/// Backs `table` up on `c`. `in_snapshot`: `c` is one of a database backup's snapshot sessions,
+/// already in its consistent-snapshot transaction with the session set up (database.hpp): the
+/// rows are read in that transaction, which stays open for the set's next table.
 inline void run_table_backup(const Factory& factory, Connection& c, const Table& table,
                              const std::filesystem::path& dest, const TableBackupOptions& options,
-                             ProgressReporter& reporter) {
+                             ProgressReporter& reporter, bool in_snapshot = false) {
     const std::string what = "backup of table " + table.quoted() + " to " + file_quoted(dest);
     if (const std::string problem = io::destination_problem(dest, options.overwrite); !problem.empty())
         throw OperationError(what + ": " + problem);
@@ -111,13 +121,14 @@ inline void run_table_backup(const Factory& factory, Connection& c, const Table&
     header.server_version = c.server_version();
     header.server_version_num = c.server_version_number();
     header.compression = options.compression;
-    const SavedSession saved = SavedSession::read(c, {"time_zone", "lock_wait_timeout"});
+    const SavedSession saved = in_snapshot ? SavedSession{} : SavedSession::read(c, {"time_zone", "lock_wait_timeout"});
 
     // TIMESTAMP values are converted to the session's time zone on the way out: UTC makes them
     // exact and lets them come back the same wherever they are restored. The snapshot is the
     // one InnoDB takes at START TRANSACTION WITH CONSISTENT SNAPSHOT (REPEATABLE READ only).
-    c.exec("SET SESSION time_zone = '+00:00', lock_wait_timeout = " + std::to_string(options.lock_timeout.count()) +
-           "; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY");
+    if (!in_snapshot)
+        c.exec(snapshot_session_sql(options.lock_timeout) +
+               "; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY");
     reporter.set_total(info.data_length, "bytes");
     reporter.set_phase("copying (total estimated from the table's size on disk)");
 
@@ -166,7 +177,7 @@ inline void run_table_backup(const Factory& factory, Connection& c, const Table&
             }
         }
     }
-    c.exec("COMMIT; " + saved.restore_sql());
+    if (!in_snapshot) c.exec("COMMIT; " + saved.restore_sql());
     if (stopped) return; // cancelled: the temp file goes with `temp`
 
     writer.finish(rows);

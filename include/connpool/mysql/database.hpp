@@ -1,0 +1,614 @@
+#pragma once
+
+// mysql::backup_database / restore_database: every table of the connection's database, one job
+// per table, all reading one consistent snapshot, taken the way mydumper takes it.
+//
+// MySQL and MariaDB cannot hand a snapshot from one session to another (PostgreSQL's
+// pg_export_snapshot has no counterpart), so the snapshot is K sessions that start their
+// transactions at the same moment: the leader lease takes FLUSH TABLES WITH READ LOCK (no
+// commit can happen while it is held), K snapshot leases each run START TRANSACTION WITH
+// CONSISTENT SNAPSHOT, the schema is read, and the leader unlocks: writers waited for a few
+// round trips. The K leases come from the runner's pool beside the leader (K = jobs, at most
+// max_size - 1 and the runner's max_running, at most one per table; a pool of fewer than 2 is
+// refused). Their transactions must stay open across tables, so the per-table jobs cannot take
+// leases of their own: they run on an internal JobRunner whose pool hands out exactly those K
+// sessions (SnapshotSessions), largest table first. Each is a real job with a JobHandle
+// (DatabaseOperation::tables()) and reports through DatabaseBackupOptions::table_progress, so
+// every table shows in the monitoring sinks; the user's runner does not list them. A failing
+// table cancels the others (the set fails anyway).
+//
+// Tables without transactions (MyISAM, Aria, ...) have no snapshot: they are copied first, and
+// the leader keeps the read lock until they are done (writers wait for that long), so they are
+// consistent with the rest, as mydumper does without --trx-consistency-only. A database of
+// InnoDB tables blocks writers only for the moment the snapshot is taken.
+//
+// Under the lock the leader also records the schema (schema.json): SHOW CREATE TABLE of every
+// table, and of the database's views, triggers, stored procedures and functions, each with the
+// sql_mode and character set it was created with (events, users and grants are not copied), and
+// the binary log position (metadata.json) for point-in-time recovery. The manifest is written
+// last, only when every table succeeded.
+//
+// Restore: the manifest is checked (every file's size and checksum) and the target must have
+// none of the set's tables or views, before anything is touched; then the tables are created
+// (foreign key checks off, so their order does not matter), loaded in parallel through the
+// user's runner (one restore_table job each, largest first, each in its own transaction), and,
+// when every table succeeded, the routines, views and triggers are created (triggers last, so
+// the loaded rows did not fire them). A failing table fails the set, naming it; the tables'
+// data already loaded stays.
+//
+// Layout of a set: schema.json, tables.json (name, file, size, engine of each table),
+// metadata.json, table-NNNN.tbl (table_file.hpp), manifest.json.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../io/backup_set.hpp"
+#include "../io/manifest.hpp"
+#include "../jobs.hpp"
+#include "../pool.hpp"
+#include "connection.hpp"
+#include "error.hpp"
+#include "factory.hpp"
+#include "table.hpp"
+#include "table_backup.hpp"
+#include "table_restore.hpp"
+
+namespace connpool::mysql {
+
+/// How backup_database() copies. Every field has a default.
+struct DatabaseBackupOptions {
+    /// The tables to copy; a name that is not a table of the database fails backup_database before
+    /// anything is written. Default: every table of the connection's database (views, triggers
+    /// and routines are copied either way).
+    std::vector<Table> tables{};
+    /// Compression, verification and lock timeout of each table's file (overwrite is set by the
+    /// backup). Default: TableBackupOptions' defaults.
+    TableBackupOptions table{};
+    /// How many snapshot sessions copy tables at once. Default 0 = as many as the pool and the
+    /// runner allow beside the leader (max_size - 1, at most max_running); never more than tables.
+    std::size_t jobs = 0;
+    /// How long FLUSH TABLES WITH READ LOCK may wait (lock_wait_timeout, whole seconds, 1 to
+    /// 31536000): it waits for running statements and for tables another session has locked.
+    /// Default 1 s, so a locked table or a long statement fails the backup at once, saying so.
+    std::chrono::seconds lock_timeout{1};
+    /// Called once per table job, before it is submitted; what it returns is that job's progress
+    /// callback (e.g. `[&](const Table&) { return hub.track(); }`, so every table's events reach
+    /// the monitoring sinks). Default none.
+    std::function<ProgressCallback(const Table&)> table_progress{};
+};
+
+/// How restore_database() loads. Every field has a default.
+struct DatabaseRestoreOptions {
+    /// Passed to each table's restore (TableRestoreOptions::lock_timeout). Default 1 s.
+    std::chrono::seconds lock_timeout{1};
+    /// As DatabaseBackupOptions::table_progress, for each table's restore job. Default none.
+    std::function<ProgressCallback(const Table&)> table_progress{};
+};
+
+using io::DatabaseOperation; // the set in flight: wait(), error(), cancel(), progress(), tables()
+using io::DatabaseProgress;  // bytes done/total over the tables, tables done, ETA
+
+namespace detail {
+
+inline constexpr const char* schema_file = "schema.json";
+inline constexpr const char* tables_file = "tables.json";
+inline constexpr const char* metadata_file = "metadata.json";
+
+/// A table of the set: its file, its size on disk when the backup started, its engine.
+struct SetTable {
+    Table table;
+    std::string file;
+    std::uint64_t size = 0;
+    std::string engine;
+    /// Whether the engine has transactions, so the table is read in the snapshot (InnoDB).
+    [[nodiscard]] bool transactional() const { return engine == "InnoDB"; }
+};
+
+/// A snapshot session lent to the internal runner: one of the set's K leases, in its transaction.
+struct SnapshotSession {
+    Connection* connection = nullptr;
+};
+
+/// The internal pool's factory: hands out the K snapshot sessions, each once. A session whose
+/// transaction is gone (an error rolled it back) is not handed out again: its snapshot is lost.
+class SnapshotSessions {
+public:
+    /// Lends `sessions` (owned by the set's leases, which outlive the internal pool).
+    explicit SnapshotSessions(std::vector<Connection*> sessions) : shared_(std::make_shared<Shared>()) {
+        shared_->free = std::move(sessions);
+    }
+
+    /// Returns a session not lent yet; throws when none is left (the pool retries, and the set
+    /// cancels its queued tables once one failed).
+    SnapshotSession create() {
+        std::lock_guard lock(shared_->mu);
+        if (shared_->free.empty()) throw std::runtime_error("every snapshot session of the database backup is in use or lost");
+        Connection* c = shared_->free.back();
+        shared_->free.pop_back();
+        return SnapshotSession{c};
+    }
+
+    /// Keeps a session for the next table only while its snapshot transaction is open.
+    bool reset(SnapshotSession& s) { return s.connection->in_transaction(); }
+
+private:
+    struct Shared {
+        std::mutex mu;
+        std::vector<Connection*> free;
+    };
+    std::shared_ptr<Shared> shared_;
+};
+
+using SnapshotPool = Pool<SnapshotSession, SnapshotSessions>;
+using SnapshotRunner = JobRunner<SnapshotPool>;
+
+/// Returns the rows of `sql` as one JSON object per row (column name -> value; NULL as null).
+inline nlohmann::json rows_json(Connection& c, const std::string& sql) {
+    const Rows r = c.query(sql);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& row : r.rows) {
+        nlohmann::json o = nlohmann::json::object();
+        for (std::size_t i = 0; i < r.columns.size(); ++i) o[r.columns[i]] = row[i] ? nlohmann::json(*row[i]) : nlohmann::json();
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+/// Returns one schema object from SHOW CREATE <kind>: its name, the statement (column
+/// `statement_column`) and the session it needs (sql_mode, character set, collation).
+inline nlohmann::json show_create(Connection& c, const std::string& kind, const std::string& name,
+                                  const char* statement_column) {
+    const Rows r = c.query("SHOW CREATE " + kind + " " + quote_identifier(name));
+    if (r.empty()) throw Error("SHOW CREATE " + kind + " " + quote_identifier(name) + " returned nothing", 0, "");
+    nlohmann::json o = {{"name", name}};
+    for (std::size_t i = 0; i < r.columns.size(); ++i) {
+        const Cell& v = r[0][i];
+        if (r.columns[i] == statement_column) {
+            if (!v)
+                throw Error("SHOW CREATE " + kind + " " + quote_identifier(name) +
+                                " returned no statement: the backup's user may not read it (it needs SELECT on "
+                                "mysql.proc, or SHOW_ROUTINE, or to own it)",
+                            0, "");
+            o["sql"] = *v;
+        } else if (r.columns[i] == "sql_mode" || r.columns[i] == "character_set_client" ||
+                   r.columns[i] == "collation_connection") {
+            o[r.columns[i]] = v.value_or("");
+        }
+    }
+    return o;
+}
+
+/// Lists the tables to copy (every base table of the database, or the chosen ones, all checked
+/// to exist): those without transactions first, then the largest first by their data on disk
+/// (DATA_LENGTH); the files are named in that order.
+inline std::vector<SetTable> list_tables(Connection& c, const std::vector<Table>& chosen, const std::string& what) {
+    const Rows r = c.query("SELECT TABLE_NAME, ENGINE, DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                           "DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')");
+    std::vector<SetTable> all;
+    for (const auto& row : r.rows) all.push_back({Table{row[0].value_or("")}, "", to_u64(row[2]), row[1].value_or("")});
+    std::vector<SetTable> out;
+    if (chosen.empty()) {
+        out = std::move(all);
+    } else {
+        std::string missing;
+        for (const auto& t : chosen) {
+            const auto it = std::find_if(all.begin(), all.end(), [&](const SetTable& s) { return s.table == t; });
+            if (it == all.end())
+                missing += (missing.empty() ? "" : ", ") + t.quoted();
+            else if (std::none_of(out.begin(), out.end(), [&](const SetTable& s) { return s.table == t; }))
+                out.push_back(*it);
+        }
+        if (!missing.empty())
+            throw OperationError(what + ": DatabaseBackupOptions::tables names what is not a table of the database: " + missing);
+    }
+    // Tables without transactions first (the read lock is held until they are copied), then the
+    // largest first, so the longest copy starts at once.
+    std::stable_sort(out.begin(), out.end(), [](const SetTable& a, const SetTable& b) {
+        if (a.transactional() != b.transactional()) return !a.transactional();
+        return a.size > b.size;
+    });
+    char name[32];
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        std::snprintf(name, sizeof name, "table-%04zu.tbl", i + 1);
+        out[i].file = name;
+    }
+    return out;
+}
+
+/// Reads the schema of the set's tables and the database's views, triggers and routines.
+inline nlohmann::json read_schema(Connection& c, const std::vector<SetTable>& tables) {
+    nlohmann::json schema = {{"format", "connpool-mysql-set"}, {"version", 1}};
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& t : tables) list.push_back(show_create(c, "TABLE", t.table.name, "Create Table"));
+    schema["tables"] = std::move(list);
+    nlohmann::json views = nlohmann::json::array();
+    for (const auto& v : rows_json(c, "SELECT TABLE_NAME AS n FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() "
+                                      "ORDER BY TABLE_NAME"))
+        views.push_back(show_create(c, "VIEW", v.at("n").get<std::string>(), "Create View"));
+    schema["views"] = std::move(views);
+    nlohmann::json routines = nlohmann::json::array();
+    for (const auto& v : rows_json(c, "SELECT ROUTINE_TYPE AS k, ROUTINE_NAME AS n FROM information_schema.ROUTINES WHERE "
+                                      "ROUTINE_SCHEMA = DATABASE() ORDER BY ROUTINE_TYPE, ROUTINE_NAME")) {
+        const std::string kind = v.at("k").get<std::string>(); // PROCEDURE, FUNCTION (MariaDB: also PACKAGE...)
+        if (kind != "PROCEDURE" && kind != "FUNCTION") continue;
+        auto o = show_create(c, kind, v.at("n").get<std::string>(), kind == "PROCEDURE" ? "Create Procedure" : "Create Function");
+        o["kind"] = kind;
+        routines.push_back(std::move(o));
+    }
+    schema["routines"] = std::move(routines);
+    nlohmann::json triggers = nlohmann::json::array();
+    for (const auto& v : rows_json(c, "SELECT TRIGGER_NAME AS n FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = "
+                                      "DATABASE() ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER"))
+        triggers.push_back(show_create(c, "TRIGGER", v.at("n").get<std::string>(), "SQL Original Statement"));
+    schema["triggers"] = std::move(triggers);
+    return schema;
+}
+
+/// Returns where the binary log was when the snapshot was taken (for point-in-time recovery), or
+/// nothing when the server writes none or the user may not ask.
+inline nlohmann::json binlog_position(Connection& c) {
+    try {
+        const Rows r = c.query("SHOW MASTER STATUS");
+        if (r.empty()) return nullptr;
+        nlohmann::json o = {{"file", r[0][0].value_or("")}, {"position", r[0][1].value_or("")}};
+        if (c.is_mariadb())
+            o["gtid_binlog_pos"] = c.query_value("SELECT @@GLOBAL.gtid_binlog_pos").value_or("");
+        return o;
+    } catch (const Error&) {
+        return nullptr;
+    }
+}
+
+/// Runs one schema object's statement in the session it was created in.
+inline void create_object(Connection& c, const nlohmann::json& o) {
+    std::string session;
+    for (const char* v : {"sql_mode", "character_set_client", "collation_connection"})
+        if (o.contains(v) && !o.at(v).get<std::string>().empty())
+            session += std::string(session.empty() ? "SET SESSION " : ", ") + v + " = " +
+                       c.quote_string(o.at(v).get<std::string>());
+    if (!session.empty()) c.exec(session);
+    c.exec(o.at("sql").get<std::string>());
+}
+
+/// Creates the views; one that reads another view not created yet fails and is tried again after
+/// the others (the set does not know their order), until a round creates none.
+inline void create_views(Connection& c, const nlohmann::json& views) {
+    std::vector<const nlohmann::json*> left;
+    for (const auto& v : views) left.push_back(&v);
+    while (!left.empty()) {
+        std::vector<const nlohmann::json*> again;
+        std::string last_error;
+        for (const auto* v : left) {
+            try {
+                create_object(c, *v);
+            } catch (const Error& e) {
+                if (e.code() != 1146) throw; // ER_NO_SUCH_TABLE: a view it reads comes later
+                again.push_back(v);
+                last_error = e.what();
+            }
+        }
+        if (again.size() == left.size()) throw Error("creating the views failed: " + last_error, 1146, "42S02");
+        left = std::move(again);
+    }
+}
+
+/// Lets the leader go: back to the pool when its session is as it was, else discarded.
+template <class LeaseT>
+void release_leader(LeaseT& leader, bool clean) {
+    if (!clean) leader.discard();
+    leader.release();
+}
+
+} // namespace detail
+
+/// Backs up every table of the connection's database (or DatabaseBackupOptions::tables), its
+/// views, triggers and routines into the new directory `dest_dir` (it must not exist, or be
+/// empty), one job per table, all reading one consistent snapshot taken as mydumper takes it;
+/// see the file comment. Returns at once with the table jobs submitted (their handles in
+/// tables()). Throws, before any table is read, when the pool cannot give the leader and a
+/// snapshot session a connection each (std::invalid_argument), when the directory is unusable
+/// (io::Error), when a chosen table does not exist, or when the read lock cannot be taken in
+/// lock_timeout (Error saying who holds it up).
+template <class Runner>
+[[nodiscard]] DatabaseOperation backup_database(Runner& runner, std::filesystem::path dest_dir,
+                                                DatabaseBackupOptions options = {}) {
+    namespace fs = std::filesystem;
+    auto& pool = runner.pool();
+    const std::size_t max_size = pool.stats().max_size;
+    io::detail::require_leader_and_one(max_size, "connpool::mysql::backup_database");
+    detail::check_lock_timeout(options.lock_timeout, "DatabaseBackupOptions");
+    detail::check_lock_timeout(options.table.lock_timeout, "DatabaseBackupOptions::table");
+    io::detail::require_new_directory(dest_dir);
+    const Factory& factory = pool.factory();
+
+    using LeaseT = decltype(pool.acquire());
+    auto leader = std::make_shared<LeaseT>(pool.acquire());
+    Connection& c = **leader;
+    const std::string what = "backup of " + c.where() + " to " + detail::file_quoted(dest_dir);
+    std::vector<detail::SetTable> tables;
+    std::vector<Job<Connection>> jobs; // made now: bad options throw before anything is locked
+    try {
+        tables = detail::list_tables(c, options.tables, what);
+        TableBackupOptions table_options = options.table;
+        table_options.overwrite = false;
+        for (const auto& t : tables) jobs.push_back(backup_table(factory, t.table, dest_dir / t.file, table_options));
+    } catch (...) {
+        detail::release_leader(*leader, !c.in_transaction());
+        throw;
+    }
+
+    // The snapshot sessions are leased before the lock, so no connection is made while writers wait.
+    std::size_t k = options.jobs == 0 ? max_size - 1 : std::min(options.jobs, max_size - 1);
+    k = std::min({k, runner.max_running(), std::max<std::size_t>(tables.size(), 1)});
+    auto sessions = std::make_shared<std::vector<LeaseT>>();
+    for (std::size_t i = 0; i < k; ++i) sessions->push_back(pool.acquire());
+    std::vector<detail::SavedSession> saved;
+
+    nlohmann::json schema, metadata;
+    bool locked = false;
+    try {
+        for (auto& s : *sessions) saved.push_back(detail::SavedSession::read(*s, {"time_zone", "lock_wait_timeout"}));
+        c.exec("SET SESSION lock_wait_timeout = " + std::to_string(options.lock_timeout.count()));
+        try {
+            c.exec("FLUSH TABLES WITH READ LOCK");
+        } catch (const Error& e) {
+            if (e.code() == errc::lock_wait_timeout)
+                throw Error(what + ": FLUSH TABLES WITH READ LOCK waited " + std::to_string(options.lock_timeout.count()) +
+                                " s (lock_timeout) for another session: a table is locked (LOCK TABLES, ALTER TABLE) or a "
+                                "long statement is running; set DatabaseBackupOptions::lock_timeout to wait longer: " +
+                                e.what(),
+                            e.code(), e.sqlstate());
+            if (e.code() == 1227) // ER_SPECIFIC_ACCESS_DENIED_ERROR
+                throw Error(what + ": a consistent snapshot across tables needs FLUSH TABLES WITH READ LOCK, which needs "
+                                   "the RELOAD privilege: " + e.what(),
+                            e.code(), e.sqlstate());
+            throw;
+        }
+        locked = true;
+        for (auto& s : *sessions)
+            s->exec(detail::snapshot_session_sql(options.table.lock_timeout) +
+                    "; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY");
+        schema = detail::read_schema(c, tables);
+        metadata = {{"database", *c.query_value("SELECT DATABASE()")},
+                    {"server_version", c.server_version()},
+                    {"binlog", detail::binlog_position(c)}};
+        if (std::all_of(tables.begin(), tables.end(), [](const auto& t) { return t.transactional(); })) {
+            c.exec("UNLOCK TABLES");
+            locked = false;
+        }
+        // Only now, with every table found and the snapshot taken, does the set's directory appear.
+        std::error_code ec;
+        fs::create_directories(dest_dir, ec);
+        if (ec) throw io::Error("cannot create " + detail::file_quoted(dest_dir) + ": " + ec.message(), ec.value());
+        ::chmod(dest_dir.c_str(), 0700);
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& t : tables)
+            list.push_back({{"name", t.table.name}, {"file", t.file}, {"size", t.size}, {"engine", t.engine}});
+        io::detail::write_set_file(dest_dir, detail::tables_file, list.dump(2) + "\n");
+        io::detail::write_set_file(dest_dir, detail::schema_file, schema.dump(2) + "\n");
+        io::detail::write_set_file(dest_dir, detail::metadata_file, metadata.dump(2) + "\n");
+    } catch (...) {
+        // The leader's lock and the sessions' transactions go with their connections.
+        for (auto& s : *sessions) s.discard();
+        leader->discard();
+        throw;
+    }
+
+    auto state = std::make_shared<DatabaseOperation::State>();
+    std::vector<Connection*> lent;
+    for (auto& s : *sessions) lent.push_back(&*s);
+    PoolOptions inner;
+    inner.max_size = sessions->size();
+    inner.acquire_timeout = std::chrono::milliseconds::max(); // a queued table waits for its turn however long
+    inner.idle_timeout = std::chrono::milliseconds{0};
+    inner.max_lifetime = std::chrono::milliseconds{0};
+    inner.maintenance_interval = std::chrono::milliseconds{0};
+    inner.name = what;
+    auto inner_pool = std::make_shared<detail::SnapshotPool>(detail::SnapshotSessions(std::move(lent)), inner);
+    auto inner_runner = std::make_shared<detail::SnapshotRunner>(*inner_pool);
+    auto failed = std::make_shared<std::atomic<bool>>(false);
+
+    TableBackupOptions table_options = options.table;
+    table_options.overwrite = false;
+    for (std::size_t i = 0; i < tables.size(); ++i) {
+        const detail::SetTable& t = tables[i];
+        auto run = [factory_ptr = &factory, table = t.table, dest = dest_dir / t.file, table_options](
+                       detail::SnapshotSession& s, ProgressReporter& r) {
+            detail::run_table_backup(*factory_ptr, *s.connection, table, dest, table_options, r, /*in_snapshot=*/true);
+        };
+        ProgressCallback user = options.table_progress ? options.table_progress(t.table) : ProgressCallback{};
+        state->expected.push_back(t.size);
+        state->handles.push_back(inner_runner->submit(
+            Job<detail::SnapshotSession>{std::move(jobs[i].name), JobKind::backup, std::move(run)},
+            [failed, user = std::move(user)](const Progress& p) {
+                if (p.state == JobState::failed) failed->store(true);
+                if (user) user(p);
+            }));
+    }
+    state->finisher = std::thread([state_ptr = state.get(), leader, sessions, saved = std::move(saved), inner_pool,
+                                   inner_runner, failed, tables, dest_dir, what, locked]() mutable {
+        std::string error;
+        JobState end = JobState::succeeded;
+        const auto cancel_all = [&] {
+            for (const auto& h : state_ptr->handles) h.cancel();
+        };
+        // Wait for every table, cancelling the rest once one failed; the tables without
+        // transactions come first, and the read lock goes once they are copied.
+        bool leader_clean = true;
+        for (std::size_t i = 0; i < state_ptr->handles.size(); ++i) {
+            while (!state_ptr->handles[i].wait_for(std::chrono::milliseconds(20)))
+                if (failed->load()) cancel_all();
+            if (locked && (i + 1 == tables.size() || tables[i + 1].transactional())) {
+                try {
+                    (*leader)->exec("UNLOCK TABLES");
+                } catch (const std::exception& e) {
+                    leader_clean = false;
+                    cancel_all();
+                    end = JobState::failed;
+                    error = what + ": UNLOCK TABLES failed: " + e.what();
+                }
+                locked = false;
+            }
+        }
+        if (failed->load()) cancel_all();
+        auto [tables_end, tables_error] = io::detail::wait_tables(state_ptr->handles);
+        if (end == JobState::succeeded) {
+            end = tables_end;
+            error = std::move(tables_error);
+        }
+        inner_runner.reset(); // every job has ended: nothing runs on the sessions any more
+        inner_pool.reset();
+        for (std::size_t i = 0; i < sessions->size(); ++i) {
+            auto& s = (*sessions)[i];
+            try {
+                s->exec("COMMIT; " + saved[i].restore_sql());
+            } catch (const std::exception&) {
+                s.discard();
+            }
+            s.release();
+        }
+        if (end == JobState::succeeded) {
+            try {
+                io::Manifest manifest;
+                for (const char* name : {detail::schema_file, detail::tables_file, detail::metadata_file})
+                    manifest.files.push_back(io::manifest_entry(dest_dir, name));
+                for (const auto& t : tables) manifest.files.push_back(io::manifest_entry(dest_dir, t.file));
+                io::write_manifest(dest_dir, manifest);
+            } catch (const std::exception& e) {
+                end = JobState::failed;
+                error = what + ": " + e.what();
+            }
+        }
+        if (locked) leader_clean = false; // never unlocked: the lock goes with the connection
+        detail::release_leader(*leader, leader_clean);
+        io::detail::finish_set(*state_ptr, end, std::move(error));
+    });
+    return DatabaseOperation(std::move(state));
+}
+
+/// Restores the backup set in `src_dir` into the runner's database (the connection's): the
+/// manifest is checked first and the database must have none of the set's tables or views; then
+/// the tables are created, loaded in parallel (one restore_table job each through `runner`,
+/// largest first) and the routines, views and triggers created; see the file comment. Returns at
+/// once with the table jobs submitted; throws, before touching the database, when the set is
+/// incomplete or changed (io::Error naming the file) or the target has one of its tables (Error),
+/// and when creating a table fails (Error; the tables created before it are dropped again).
+template <class Runner>
+[[nodiscard]] DatabaseOperation restore_database(Runner& runner, std::filesystem::path src_dir,
+                                                 DatabaseRestoreOptions options = {}) {
+    auto& pool = runner.pool();
+    io::detail::require_leader_and_one(pool.stats().max_size, "connpool::mysql::restore_database");
+    detail::check_lock_timeout(options.lock_timeout, "DatabaseRestoreOptions");
+    const Factory& factory = pool.factory();
+
+    const io::Manifest manifest = io::verify_manifest(src_dir);
+    const auto list = nlohmann::json::parse(io::detail::read_set_file(src_dir / detail::tables_file), nullptr, false);
+    const auto schema = nlohmann::json::parse(io::detail::read_set_file(src_dir / detail::schema_file), nullptr, false);
+    if (!list.is_array() || !schema.is_object() || schema.value("format", "") != "connpool-mysql-set" ||
+        schema.value("version", 0) != 1 || !schema.contains("tables") || schema.at("tables").size() != list.size())
+        throw io::Error("backup set " + detail::file_quoted(src_dir) +
+                            " has a malformed tables.json or schema.json (or one of another format version)",
+                        EINVAL);
+    std::vector<detail::SetTable> tables;
+    for (const auto& t : list)
+        tables.push_back({Table{t.at("name").get<std::string>()}, t.at("file").get<std::string>(),
+                          t.at("size").get<std::uint64_t>(), t.at("engine").get<std::string>()});
+    std::vector<std::uint64_t> expected;
+    for (const auto& t : tables) {
+        if (std::none_of(manifest.files.begin(), manifest.files.end(), [&](const auto& f) { return f.name == t.file; }))
+            throw io::Error("backup set " + detail::file_quoted(src_dir) + ": the manifest does not list " +
+                                detail::file_quoted(src_dir / t.file) + ", the file of table " + t.table.quoted(),
+                            EINVAL);
+        expected.push_back(detail::TableFileReader(src_dir / t.file).data().data_bytes()); // checked: it opens
+    }
+
+    using LeaseT = decltype(pool.acquire());
+    auto leader = std::make_shared<LeaseT>(pool.acquire());
+    Connection& c = **leader;
+    const std::string what = "restore of " + detail::file_quoted(src_dir) + " into " + c.where();
+    std::vector<std::string> created;
+    try {
+        std::string names;
+        for (const auto& t : tables) names += (names.empty() ? "" : ", ") + c.quote_string(t.table.name);
+        for (const auto& v : schema.at("views")) names += (names.empty() ? "" : ", ") + c.quote_string(v.at("name").get<std::string>());
+        if (!names.empty()) {
+            const Rows r = c.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
+                                   "TABLE_NAME IN (" + names + ") ORDER BY TABLE_NAME");
+            if (!r.empty()) {
+                std::string there;
+                for (const auto& row : r.rows) there += (there.empty() ? "" : ", ") + quote_identifier(row[0].value_or(""));
+                throw Error(what + ": the database already has " + there +
+                                "; a set is restored into a database without its tables (drop them, or use another "
+                                "database); nothing was changed",
+                            1050, "42S01");
+            }
+        }
+        c.exec("SET SESSION foreign_key_checks = 0");
+        for (const auto& t : schema.at("tables")) {
+            detail::create_object(c, t);
+            created.push_back(t.at("name").get<std::string>());
+        }
+        c.exec("SET SESSION foreign_key_checks = 1");
+    } catch (const std::exception& e) {
+        // A table that could not be created leaves the database as it was: the others go again.
+        for (const auto& name : created) {
+            try {
+                c.exec("DROP TABLE IF EXISTS " + quote_identifier(name));
+            } catch (const std::exception&) {
+            }
+        }
+        leader->discard();
+        if (const auto* my = dynamic_cast<const Error*>(&e); my != nullptr && my->code() == 1050) throw;
+        throw Error(what + ": creating the tables failed (none was kept): " + e.what(), 0, "");
+    }
+
+    auto state = std::make_shared<DatabaseOperation::State>();
+    TableRestoreOptions table_options;
+    table_options.lock_timeout = options.lock_timeout;
+    state->expected = std::move(expected);
+    for (const auto& t : tables) {
+        auto run = [factory = factory, table = t.table, src = src_dir / t.file, table_options](Connection& conn,
+                                                                                               ProgressReporter& r) {
+            detail::run_table_restore(factory, conn, table, src, table_options, r, /*created_by_set=*/true);
+        };
+        state->handles.push_back(runner.submit(Job<Connection>{t.table.quoted(), JobKind::restore, std::move(run)},
+                                               options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
+    }
+    state->finisher = std::thread([state_ptr = state.get(), leader, schema, what] {
+        auto [end, error] = io::detail::wait_tables(state_ptr->handles);
+        if (end == JobState::succeeded) {
+            try {
+                Connection& conn = **leader;
+                for (const auto& r : schema.at("routines")) detail::create_object(conn, r);
+                detail::create_views(conn, schema.at("views"));
+                for (const auto& t : schema.at("triggers")) detail::create_object(conn, t);
+            } catch (const std::exception& e) {
+                end = JobState::failed;
+                error = what + ": creating the routines, views and triggers failed (the tables' data is in place): " + e.what();
+            }
+        }
+        leader->discard(); // its session took the objects' sql_mode and character sets: not for reuse
+        io::detail::finish_set(*state_ptr, end, std::move(error));
+    });
+    return DatabaseOperation(std::move(state));
+}
+
+} // namespace connpool::mysql

@@ -1,0 +1,336 @@
+// The MySQL whole-database jobs against a real MariaDB server (tests/support/mariadb_server.hpp):
+// backup_database / restore_database round trips of tables with hostile names, an empty table, a
+// MyISAM table, a view, a trigger, a procedure and a function into an empty database; one
+// snapshot across tables under a concurrent writer; sets refused whole (a changed file, a target
+// that has the tables, a pool too small); a table locked by another session failing the backup
+// at once; cancel; and a progress total that is right from the start.
+
+#include <connpool/jobs.hpp>
+#include <connpool/mysql.hpp>
+#include <connpool/mysql/database.hpp>
+#include <connpool/pool.hpp>
+
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mysql_fixtures.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace my = connpool::mysql;
+using namespace std::chrono_literals;
+using connpool::JobState;
+using connpool::testing::MariadbServer;
+using connpool::testing::mysql_pool_options;
+using connpool::testing::MysqlPool;
+using connpool::testing::MysqlRunner;
+
+/// A source database (the fixture's) with a runner on it, and an empty target database with its
+/// own runner to restore into.
+class MysqlDatabaseJobs : public connpool::testing::MysqlTest {
+protected:
+    void SetUp() override {
+        MysqlTest::SetUp();
+        if (IsSkipped()) return;
+        dir_ = fs::temp_directory_path() / ("connpool-mydb-" + db_);
+        fs::remove_all(dir_);
+        fs::create_directories(dir_);
+        sql_.emplace(direct());
+    }
+    void TearDown() override {
+        target_runner_.reset();
+        target_pool_.reset();
+        runner_.reset();
+        pool_.reset();
+        sql_.reset();
+        if (!target_.empty()) {
+            try {
+                server().root().exec("DROP DATABASE IF EXISTS " + target_);
+            } catch (const std::exception&) {
+            }
+        }
+        if (!dir_.empty()) fs::remove_all(dir_);
+        MysqlTest::TearDown();
+    }
+
+    my::Connection& sql() { return *sql_; }
+
+    /// A runner over a pool of `size` connections to the source database (made once per test).
+    MysqlRunner& runner(std::size_t size = 3) {
+        if (!runner_) {
+            pool_.emplace(factory(), mysql_pool_options(size));
+            runner_.emplace(*pool_);
+        }
+        return *runner_;
+    }
+
+    /// Creates the empty target database and a runner with a pool of `size` on it.
+    MysqlRunner& target(std::size_t size = 3) {
+        target_ = db_ + "_r";
+        server().root().exec("CREATE DATABASE " + target_ + " CHARACTER SET utf8mb4");
+        target_pool_.emplace(my::Factory(server().tcp(target_)), mysql_pool_options(size));
+        target_runner_.emplace(*target_pool_);
+        return *target_runner_;
+    }
+
+    [[nodiscard]] my::Connection target_sql() const { return my::Factory(server().tcp(target_)).create(); }
+
+    /// Returns the exact contents of `quoted_table` on `c`: every row, ordered, as text.
+    static std::string contents(my::Connection& c, const std::string& quoted_table) {
+        std::string out;
+        for (const auto& row : c.query("SELECT * FROM " + quoted_table + " ORDER BY 1").rows) {
+            for (const auto& cell : row) out += (cell ? "'" + *cell + "'" : std::string("NULL")) + ",";
+            out += "\n";
+        }
+        return out;
+    }
+
+    fs::path dir_;
+    std::string target_;
+    std::optional<my::Connection> sql_;
+    std::optional<MysqlPool> pool_, target_pool_;
+    std::optional<MysqlRunner> runner_, target_runner_;
+};
+
+TEST_F(MysqlDatabaseJobs, a_database_restored_into_an_empty_one_has_the_same_tables_views_triggers_and_routines) {
+    const std::vector<std::string> tables{"`we``ird`", "`it's; a table`", "`sp ace`", "`empty`", "`kept in myisam`",
+                                          "`audit`"};
+    sql().exec("CREATE TABLE `we``ird` (id INT PRIMARY KEY, b BLOB, s VARCHAR(40) CHARACTER SET utf8mb4) ENGINE=InnoDB");
+    sql().exec("CREATE TABLE `it's; a table` (id INT PRIMARY KEY AUTO_INCREMENT, parent INT, d DECIMAL(20,6), "
+               "FOREIGN KEY (parent) REFERENCES `we``ird` (id)) ENGINE=InnoDB");
+    sql().exec("CREATE TABLE `sp ace` (id INT PRIMARY KEY, j JSON, t DATETIME(6)) ENGINE=InnoDB");
+    sql().exec("CREATE TABLE `empty` (a INT) ENGINE=InnoDB");
+    sql().exec("CREATE TABLE `kept in myisam` (id INT PRIMARY KEY, v TEXT) ENGINE=MyISAM");
+    sql().exec("CREATE TABLE `audit` (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(20)) ENGINE=InnoDB");
+    std::string values, children;
+    for (int i = 1; i <= 300; ++i) {
+        values += std::string(i > 1 ? "," : "") + "(" + std::to_string(i) + ", UNHEX(REPEAT('00FF7F', " +
+                  std::to_string(i % 7) + ")), " + (i % 5 == 0 ? "NULL" : i % 5 == 1 ? "''" : "'caf\xC3\xA9 \xF0\x9F\x98\x80'") + ")";
+        children += std::string(i > 1 ? "," : "") + "(" + std::to_string(1 + i % 300) + ", " + std::to_string(i) + ".125)";
+    }
+    sql().exec("INSERT INTO `we``ird` VALUES " + values);
+    sql().exec("INSERT INTO `it's; a table` (parent, d) VALUES " + children);
+    sql().exec("INSERT INTO `sp ace` VALUES (1, '{\"a\": [1, 2]}', '2026-12-03 10:11:12.123456'), (2, NULL, NULL)");
+    sql().exec("INSERT INTO `kept in myisam` VALUES (1, 'one'), (2, 'two')");
+    sql().exec("CREATE VIEW `named view` AS SELECT w.id, w.s FROM `we``ird` w JOIN `it's; a table` c ON c.parent = w.id");
+    sql().exec("CREATE VIEW `view of a view` AS SELECT COUNT(*) AS n FROM `named view`");
+    sql().exec("CREATE TRIGGER `log insert` AFTER INSERT ON `sp ace` FOR EACH ROW INSERT INTO `audit` (what) VALUES "
+               "(CONCAT('sp ace ', NEW.id))");
+    sql().exec("CREATE PROCEDURE `count rows`(OUT n INT) SELECT COUNT(*) INTO n FROM `we``ird`");
+    sql().exec("CREATE FUNCTION `twice`(x INT) RETURNS INT DETERMINISTIC RETURN x * 2");
+    std::vector<std::string> before;
+    for (const auto& t : tables) before.push_back(contents(sql(), t));
+
+    auto backup = my::backup_database(runner(), dir_ / "set");
+    EXPECT_EQ(backup.tables().size(), tables.size());
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    EXPECT_TRUE(fs::exists(dir_ / "set" / "manifest.json"));
+    struct stat st{};
+    ASSERT_EQ(::stat((dir_ / "set").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0700u);
+    const auto done = backup.progress();
+    EXPECT_EQ(done.tables_done, tables.size());
+    EXPECT_EQ(done.done, done.total);
+
+    auto restore = my::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    my::Connection t = target_sql();
+    for (std::size_t i = 0; i < tables.size(); ++i) EXPECT_EQ(contents(t, tables[i]), before[i]) << tables[i];
+    EXPECT_EQ(t.query_value("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
+                            "TABLE_NAME = 'kept in myisam'"),
+              "MyISAM");
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+                            "CONSTRAINT_SCHEMA = DATABASE()"),
+              "1");
+    // The views read the target's tables, not the source's.
+    EXPECT_EQ(t.query_value("SELECT n FROM `view of a view`"), "300");
+    sql().exec("DELETE FROM `it's; a table`");
+    EXPECT_EQ(t.query_value("SELECT n FROM `view of a view`"), "300");
+    // The trigger fires on new rows, and did not fire while the rows were loaded.
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM `audit`"), "0");
+    t.exec("INSERT INTO `sp ace` (id) VALUES (3)");
+    EXPECT_EQ(t.query_value("SELECT what FROM `audit`"), "sp ace 3");
+    t.exec("CALL `count rows`(@n)");
+    EXPECT_EQ(t.query_value("SELECT @n"), "300");
+    EXPECT_EQ(t.query_value("SELECT `twice`(21)"), "42");
+    // AUTO_INCREMENT goes on past the restored rows.
+    t.exec("INSERT INTO `it's; a table` (parent) VALUES (1)");
+    EXPECT_EQ(t.query_value("SELECT MAX(id) FROM `it's; a table`"), "301");
+}
+
+TEST_F(MysqlDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapshot_across_tables) {
+    // Money moves from a to b in single transactions; a backup that read the tables at different
+    // moments would see a total other than 1,000,000.
+    sql().exec("CREATE TABLE a (id INT PRIMARY KEY, balance BIGINT, pad VARCHAR(200)) ENGINE=InnoDB");
+    sql().exec("CREATE TABLE b (id INT PRIMARY KEY, balance BIGINT, pad VARCHAR(200)) ENGINE=InnoDB");
+    sql().exec("CREATE TABLE log (id BIGINT PRIMARY KEY AUTO_INCREMENT, moved INT) ENGINE=InnoDB");
+    sql().exec("INSERT INTO a SELECT seq, 100, REPEAT('x', 200) FROM seq_1_to_10000");
+    sql().exec("INSERT INTO b SELECT id, 0, REPEAT('y', 200) FROM a");
+    std::atomic<bool> stop{false};
+    std::atomic<int> transfers{0};
+    std::thread writer([&] {
+        my::Connection w = direct();
+        for (int i = 0; !stop.load(); ++i) {
+            const std::string id = std::to_string(1 + i % 10000);
+            w.exec("START TRANSACTION; UPDATE a SET balance = balance - 1 WHERE id = " + id +
+                   "; UPDATE b SET balance = balance + 1 WHERE id = " + id + "; INSERT INTO log (moved) VALUES (" + id +
+                   "); COMMIT");
+            transfers.fetch_add(1);
+        }
+    });
+    while (transfers.load() < 50) std::this_thread::sleep_for(1ms);
+    const int before = transfers.load();
+    auto backup = my::backup_database(runner(), dir_ / "set");
+    const JobState end = backup.wait();
+    const int during = transfers.load() - before;
+    stop = true;
+    writer.join();
+    ASSERT_EQ(end, JobState::succeeded) << backup.error();
+    EXPECT_GT(during, 0) << "the writer was never let through";
+
+    auto restore = my::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    my::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT (SELECT SUM(balance) FROM a) + (SELECT SUM(balance) FROM b)"), "1000000");
+    EXPECT_EQ(t.query_value("SELECT (SELECT SUM(balance) FROM b) = (SELECT COUNT(*) FROM log)"), "1");
+}
+
+TEST_F(MysqlDatabaseJobs, a_set_with_a_changed_file_is_refused_before_the_target_is_touched) {
+    sql().exec("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO t VALUES (1, 'one'), (2, 'two')");
+    sql().exec("CREATE TABLE u (id INT PRIMARY KEY)");
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    const fs::path file = dir_ / "set" / "table-0001.tbl";
+    {
+        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(fs::file_size(file) / 2));
+        f.put('\x5a');
+    }
+    MysqlRunner& into = target();
+    try {
+        auto restore = my::restore_database(into, dir_ / "set");
+        FAIL() << "started";
+    } catch (const connpool::io::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("table-0001.tbl"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(target_sql().query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"),
+              "0");
+    EXPECT_EQ(target_pool_->stats().in_use, 0u);
+}
+
+TEST_F(MysqlDatabaseJobs, a_target_that_has_one_of_the_tables_is_refused_and_left_as_it_was) {
+    sql().exec("CREATE TABLE t (id INT PRIMARY KEY); CREATE TABLE u (id INT PRIMARY KEY); INSERT INTO u VALUES (7)");
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    MysqlRunner& into = target();
+    target_sql().exec("CREATE TABLE u (id INT PRIMARY KEY, mine TEXT); INSERT INTO u VALUES (1, 'keep me')");
+    try {
+        auto restore = my::restore_database(into, dir_ / "set");
+        FAIL() << "started";
+    } catch (const my::Error& e) {
+        EXPECT_EQ(e.code(), 1050u);
+        EXPECT_NE(std::string(e.what()).find("`u`"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("nothing was changed"), std::string::npos) << e.what();
+    }
+    my::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT GROUP_CONCAT(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"),
+              "u");
+    EXPECT_EQ(t.query_value("SELECT mine FROM u"), "keep me");
+}
+
+TEST_F(MysqlDatabaseJobs, a_pool_that_cannot_give_the_leader_and_a_table_a_connection_is_refused) {
+    sql().exec("CREATE TABLE t (id INT)");
+    try {
+        auto backup = my::backup_database(runner(1), dir_ / "set");
+        FAIL() << "started";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("max_size"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "set"));
+}
+
+TEST_F(MysqlDatabaseJobs, a_table_locked_by_another_session_fails_the_backup_at_once_naming_the_lock) {
+    sql().exec("CREATE TABLE t (id INT); CREATE TABLE u (id INT)");
+    my::Connection holder = direct();
+    holder.exec("LOCK TABLES u WRITE");
+    const auto started = std::chrono::steady_clock::now();
+    try {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        FAIL() << "started";
+    } catch (const my::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("lock_timeout"), std::string::npos) << e.what();
+        EXPECT_EQ(std::string(e.what()).find(MariadbServer::password), std::string::npos) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 30s) << "it waited for the lock instead of failing";
+    EXPECT_FALSE(fs::exists(dir_ / "set"));
+    holder.exec("UNLOCK TABLES");
+    // Every lease went back, and the pool's sessions hold no lock: a writer is not blocked.
+    EXPECT_EQ(pool_->stats().in_use, 0u);
+    sql().exec("INSERT INTO u VALUES (1)");
+}
+
+TEST_F(MysqlDatabaseJobs, a_cancelled_backup_ends_cancelled_without_a_manifest_and_unlocks) {
+    sql().exec("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(255)) ENGINE=InnoDB");
+    sql().exec("INSERT INTO big SELECT seq, REPEAT('p', 255) FROM seq_1_to_200000");
+    sql().exec("CREATE TABLE small (id INT) ENGINE=InnoDB");
+    auto backup = my::backup_database(runner(2), dir_ / "set");
+    backup.cancel();
+    EXPECT_EQ(backup.wait(), JobState::cancelled) << backup.error();
+    EXPECT_FALSE(fs::exists(dir_ / "set" / "manifest.json"));
+    runner_->wait_all();
+    EXPECT_EQ(pool_->stats().in_use, 0u);
+    sql().exec("INSERT INTO small VALUES (1)"); // no read lock is left behind
+}
+
+TEST_F(MysqlDatabaseJobs, a_sets_total_counts_the_queued_tables_from_the_start) {
+    // A pool of 2 gives the set one snapshot session, so the tables are copied one at a time and
+    // the later ones are queued when the set returns.
+    for (const char* name : {"a", "b", "c"})
+        sql().exec(std::string("CREATE TABLE ") + name + " (id INT PRIMARY KEY, v VARCHAR(300)) ENGINE=InnoDB; INSERT INTO " +
+                   name + " SELECT seq, REPEAT('x', 300) FROM seq_1_to_3000; ANALYZE TABLE " + name);
+    const std::uint64_t on_disk = std::stoull(*sql().query_value(
+        "SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"));
+    auto backup = my::backup_database(runner(2), dir_ / "set");
+    const auto at_start = backup.progress();
+    EXPECT_GE(at_start.total, on_disk) << "every table's size counts before its job runs";
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    const std::uint64_t exact = backup.progress().total;
+
+    auto restore = my::restore_database(target(2), dir_ / "set");
+    const auto restore_start = restore.progress();
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    EXPECT_EQ(restore_start.total, restore.progress().total) << "a restore knows every file's size before it loads";
+    EXPECT_GT(exact, 0u);
+}
+
+TEST_F(MysqlDatabaseJobs, a_chosen_table_that_does_not_exist_is_refused_before_anything_is_written) {
+    sql().exec("CREATE TABLE t (id INT)");
+    my::DatabaseBackupOptions options;
+    options.tables = {my::Table{"t"}, my::Table{"nope`s"}};
+    try {
+        auto backup = my::backup_database(runner(), dir_ / "set", options);
+        FAIL() << "started";
+    } catch (const std::exception& e) {
+        EXPECT_NE(std::string(e.what()).find("`nope``s`"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "set"));
+    EXPECT_EQ(pool_->stats().in_use, 0u);
+}
+
+} // namespace
