@@ -11,13 +11,16 @@
 #include <connpool/pool.hpp>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -95,6 +98,13 @@ protected:
             out += "\n";
         }
         return out;
+    }
+
+    /// Returns a short digest of contents(): its size and hash, so a mismatch prints two lines.
+    static std::string digest(my::Connection& c, const std::string& quoted_table) {
+        const std::string all = contents(c, quoted_table);
+        return std::to_string(std::count(all.begin(), all.end(), '\n')) + " rows, hash " +
+               std::to_string(std::hash<std::string>{}(all));
     }
 
     fs::path dir_;
@@ -178,6 +188,7 @@ TEST_F(MysqlDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapshot_
     sql().exec("CREATE TABLE log (id BIGINT PRIMARY KEY AUTO_INCREMENT, moved INT) ENGINE=InnoDB");
     sql().exec("INSERT INTO a SELECT seq, 100, REPEAT('x', 200) FROM seq_1_to_10000");
     sql().exec("INSERT INTO b SELECT id, 0, REPEAT('y', 200) FROM a");
+    sql().exec("ANALYZE TABLE a, b");
     std::atomic<bool> stop{false};
     std::atomic<int> transfers{0};
     std::thread writer([&] {
@@ -192,7 +203,10 @@ TEST_F(MysqlDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapshot_
     });
     while (transfers.load() < 50) std::this_thread::sleep_for(1ms);
     const int before = transfers.load();
-    auto backup = my::backup_database(runner(), dir_ / "set");
+    my::DatabaseBackupOptions options;
+    options.chunk_bytes = 512 << 10; // a and b in chunks too: every chunk reads the same snapshot
+    auto backup = my::backup_database(runner(), dir_ / "set", options);
+    EXPECT_GT(backup.tables().size(), 3u) << "a and b in chunks";
     const JobState end = backup.wait();
     const int during = transfers.load() - before;
     stop = true;
@@ -205,6 +219,47 @@ TEST_F(MysqlDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapshot_
     my::Connection t = target_sql();
     EXPECT_EQ(t.query_value("SELECT (SELECT SUM(balance) FROM a) + (SELECT SUM(balance) FROM b)"), "1000000");
     EXPECT_EQ(t.query_value("SELECT (SELECT SUM(balance) FROM b) = (SELECT COUNT(*) FROM log)"), "1");
+}
+
+TEST_F(MysqlDatabaseJobs, large_tables_with_an_integer_key_are_copied_and_loaded_in_key_range_chunks) {
+    // Sparse and negative keys; BIGINT UNSIGNED keys up to 2^64 - 1; a large table whose key is
+    // not an integer (one file); a small one (one file).
+    sql().exec("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(255)) ENGINE=InnoDB");
+    sql().exec("INSERT INTO big SELECT CAST(seq AS SIGNED) * 7 - 60000, REPEAT(CHAR(65 + seq % 26), 200) FROM seq_1_to_20000");
+    sql().exec("CREATE TABLE `huge keys` (id BIGINT UNSIGNED PRIMARY KEY, pad VARCHAR(255)) ENGINE=InnoDB");
+    sql().exec("INSERT INTO `huge keys` SELECT seq * 9000000000000000, REPEAT('h', 250) FROM seq_1_to_2000");
+    sql().exec("INSERT INTO `huge keys` VALUES (0, 'zero'), (18446744073709551615, 'max')");
+    sql().exec("CREATE TABLE texty (k VARCHAR(20) PRIMARY KEY, pad VARCHAR(255)) ENGINE=InnoDB");
+    sql().exec("INSERT INTO texty SELECT CONCAT('k', seq), REPEAT('t', 250) FROM seq_1_to_3000");
+    sql().exec("CREATE TABLE small (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO small VALUES (1), (2)");
+    sql().exec("ANALYZE TABLE big, `huge keys`, texty, small");
+    const std::vector<std::string> tables{"big", "`huge keys`", "texty", "small"};
+    std::vector<std::string> before;
+    for (const auto& t : tables) before.push_back(digest(sql(), t));
+
+    my::DatabaseBackupOptions options;
+    options.chunk_bytes = 256 << 10;
+    auto backup = my::backup_database(runner(4), dir_ / "set", options);
+    std::size_t chunks = 0;
+    for (const auto& h : backup.tables()) chunks += h.progress().name.find(" chunk ") != std::string::npos ? 1 : 0;
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    EXPECT_GT(chunks, 4u);
+    EXPECT_EQ(backup.tables().size(), chunks + 2) << "texty and small are one file each";
+    std::ifstream in(dir_ / "set" / "tables.json");
+    const auto list = nlohmann::json::parse(in);
+    for (const auto& t : list) {
+        const std::string name = t.at("name").get<std::string>();
+        if (name == "texty" || name == "small")
+            EXPECT_EQ(t.at("files").size(), 1u) << name;
+        else
+            EXPECT_GT(t.at("files").size(), 1u) << name;
+    }
+
+    auto restore = my::restore_database(target(4), dir_ / "set");
+    EXPECT_EQ(restore.tables().size(), backup.tables().size());
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    my::Connection t = target_sql();
+    for (std::size_t i = 0; i < tables.size(); ++i) EXPECT_EQ(digest(t, tables[i]), before[i]) << tables[i];
 }
 
 TEST_F(MysqlDatabaseJobs, a_set_with_a_changed_file_is_refused_before_the_target_is_touched) {

@@ -17,6 +17,13 @@
 // every table shows in the monitoring sinks; the user's runner does not list them. A failing
 // table cancels the others (the set fails anyway).
 //
+// A large InnoDB table (DATA_LENGTH over DatabaseBackupOptions::chunk_bytes, 64 MiB by default)
+// with a one-column integer primary key is split into key ranges of about that size, each its
+// own job and file, as mydumper chunks; every chunk reads the same snapshot, and a restore loads
+// them side by side, so one huge table does not serialise either. The ranges are cut evenly
+// between the key's lowest and highest value: a table whose keys cluster gets uneven chunks.
+// Tables with another key, or none, are one file.
+//
 // Tables without transactions (MyISAM, Aria, ...) have no snapshot: they are copied first, and
 // the leader keeps the read lock until they are done (writers wait for that long), so they are
 // consistent with the rest, as mydumper does without --trx-consistency-only. A database of
@@ -31,13 +38,14 @@
 // Restore: the manifest is checked (every file's size and checksum) and the target must have
 // none of the set's tables or views, before anything is touched; then the tables are created
 // (foreign key checks off, so their order does not matter), loaded in parallel through the
-// user's runner (one restore_table job each, largest first, each in its own transaction), and,
+// user's runner (one restore_table job per file, largest first, each in its own transaction), and,
 // when every table succeeded, the routines, views and triggers are created (triggers last, so
 // the loaded rows did not fire them). A failing table fails the set, naming it; the tables'
 // data already loaded stays.
 //
-// Layout of a set: schema.json, tables.json (name, file, size, engine of each table),
-// metadata.json, table-NNNN.tbl (table_file.hpp), manifest.json.
+// Layout of a set: schema.json, tables.json (name, size, engine and files of each table, with the
+// rows each chunk holds), metadata.json, table-NNNN.tbl or table-NNNN.CCCC.tbl for chunks
+// (table_file.hpp), manifest.json.
 
 #include <algorithm>
 #include <atomic>
@@ -89,7 +97,11 @@ struct DatabaseBackupOptions {
     /// 31536000): it waits for running statements and for tables another session has locked.
     /// Default 1 s, so a locked table or a long statement fails the backup at once, saying so.
     std::chrono::seconds lock_timeout{1};
-    /// Called once per table job, before it is submitted; what it returns is that job's progress
+    /// A table larger than this on disk (DATA_LENGTH) with a one-column integer primary key is
+    /// split into key ranges of about this size, each its own job and file, so one huge table does
+    /// not serialise the backup or the restore (mydumper's chunks). 0 = never split. Default 64 MiB.
+    std::uint64_t chunk_bytes = std::uint64_t{64} << 20;
+    /// Called once per table (or chunk) job, before it is submitted; what it returns is that job's progress
     /// callback (e.g. `[&](const Table&) { return hub.track(); }`, so every table's events reach
     /// the monitoring sinks). Default none.
     std::function<ProgressCallback(const Table&)> table_progress{};
@@ -112,15 +124,51 @@ inline constexpr const char* schema_file = "schema.json";
 inline constexpr const char* tables_file = "tables.json";
 inline constexpr const char* metadata_file = "metadata.json";
 
-/// A table of the set: its file, its size on disk when the backup started, its engine.
+/// One file of a set: a whole table, or one primary-key range of a large one (a chunk).
+struct SetPiece {
+    std::string file;
+    /// The rows of the chunk (a WHERE condition); empty for the whole table.
+    std::string where;
+    /// Bytes expected: the table's or chunk's share of DATA_LENGTH (backup), the file's data (restore).
+    std::uint64_t estimate = 0;
+};
+
+/// A table of the set: its size on disk when the backup started, its engine, its files.
 struct SetTable {
     Table table;
-    std::string file;
     std::uint64_t size = 0;
     std::string engine;
+    std::vector<SetPiece> pieces{};
     /// Whether the engine has transactions, so the table is read in the snapshot (InnoDB).
     [[nodiscard]] bool transactional() const { return engine == "InnoDB"; }
 };
+
+/// A piece's place in the set: tables[table].pieces[piece].
+struct PieceRef {
+    std::size_t table = 0, piece = 0;
+};
+
+/// Returns every piece of `tables`, those of tables without transactions first (as the tables
+/// are ordered), then the largest first, so the longest copy starts at once.
+inline std::vector<PieceRef> job_order(const std::vector<SetTable>& tables) {
+    std::vector<PieceRef> out;
+    for (std::size_t t = 0; t < tables.size(); ++t)
+        for (std::size_t p = 0; p < tables[t].pieces.size(); ++p) out.push_back({t, p});
+    std::stable_sort(out.begin(), out.end(), [&](const PieceRef& a, const PieceRef& b) {
+        const SetTable& ta = tables[a.table];
+        const SetTable& tb = tables[b.table];
+        if (ta.transactional() != tb.transactional()) return !ta.transactional();
+        if (!ta.transactional()) return false; // copied while the read lock holds: keep the tables' order
+        return ta.pieces[a.piece].estimate > tb.pieces[b.piece].estimate;
+    });
+    return out;
+}
+
+/// Returns the name of a piece's job: the quoted table, and which chunk of how many.
+inline std::string piece_name(const SetTable& t, std::size_t piece) {
+    if (t.pieces.size() == 1) return t.table.quoted();
+    return t.table.quoted() + " chunk " + std::to_string(piece + 1) + "/" + std::to_string(t.pieces.size());
+}
 
 /// A snapshot session lent to the internal runner: one of the set's K leases, in its transaction.
 struct SnapshotSession {
@@ -198,12 +246,12 @@ inline nlohmann::json show_create(Connection& c, const std::string& kind, const 
 
 /// Lists the tables to copy (every base table of the database, or the chosen ones, all checked
 /// to exist): those without transactions first, then the largest first by their data on disk
-/// (DATA_LENGTH); the files are named in that order.
+/// (DATA_LENGTH). Their pieces are planned by plan_pieces().
 inline std::vector<SetTable> list_tables(Connection& c, const std::vector<Table>& chosen, const std::string& what) {
     const Rows r = c.query("SELECT TABLE_NAME, ENGINE, DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
                            "DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')");
     std::vector<SetTable> all;
-    for (const auto& row : r.rows) all.push_back({Table{row[0].value_or("")}, "", to_u64(row[2]), row[1].value_or("")});
+    for (const auto& row : r.rows) all.push_back({Table{row[0].value_or("")}, to_u64(row[2]), row[1].value_or("")});
     std::vector<SetTable> out;
     if (chosen.empty()) {
         out = std::move(all);
@@ -225,12 +273,75 @@ inline std::vector<SetTable> list_tables(Connection& c, const std::vector<Table>
         if (a.transactional() != b.transactional()) return !a.transactional();
         return a.size > b.size;
     });
-    char name[32];
-    for (std::size_t i = 0; i < out.size(); ++i) {
-        std::snprintf(name, sizeof name, "table-%04zu.tbl", i + 1);
-        out[i].file = name;
-    }
     return out;
+}
+
+/// The integer primary key a large table is chunked by.
+struct ChunkKey {
+    std::string column;
+    bool is_unsigned = false;
+};
+
+/// Returns the table's primary key when it is one integer column (the only keys chunked, as
+/// mydumper's integer chunking does), else nothing.
+inline std::optional<ChunkKey> chunk_key(Connection& c, const Table& table) {
+    const Rows r = c.query("SELECT k.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE FROM information_schema.KEY_COLUMN_USAGE k "
+                           "JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = "
+                           "k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME WHERE k.TABLE_SCHEMA = DATABASE() AND "
+                           "k.TABLE_NAME = " + c.quote_string(table.name) + " AND k.CONSTRAINT_NAME = 'PRIMARY'");
+    if (r.size() != 1) return std::nullopt;
+    const std::string type = r[0][1].value_or("");
+    if (type != "tinyint" && type != "smallint" && type != "mediumint" && type != "int" && type != "bigint")
+        return std::nullopt;
+    return ChunkKey{r[0][0].value_or(""), r[0][2].value_or("").find("unsigned") != std::string::npos};
+}
+
+__extension__ using Int128 = __int128; // spans of BIGINT UNSIGNED keys (up to 2^64) and their products
+
+inline std::string int128_text(Int128 v) {
+    if (v == 0) return "0";
+    const bool negative = v < 0;
+    std::string digits;
+    for (; v != 0; v /= 10) digits += static_cast<char>('0' + static_cast<int>(negative ? -(v % 10) : v % 10));
+    if (negative) digits += '-';
+    return {digits.rbegin(), digits.rend()};
+}
+
+inline Int128 parse_int128(const std::string& text, bool is_unsigned) {
+    return is_unsigned ? static_cast<Int128>(std::stoull(text)) : static_cast<Int128>(std::stoll(text));
+}
+
+/// Names the table's files and, for an InnoDB table larger than `chunk_bytes` with an integer
+/// primary key, splits it into about size / chunk_bytes ranges of the key between its lowest and
+/// highest value (the first and last ranges open-ended, so every row is in exactly one chunk
+/// whatever the key's values are by the time the snapshot reads them). `index` numbers the file.
+inline void plan_pieces(Connection& c, SetTable& t, std::size_t index, std::uint64_t chunk_bytes) {
+    char name[48];
+    std::snprintf(name, sizeof name, "table-%04zu.tbl", index);
+    t.pieces = {SetPiece{name, "", t.size}};
+    if (!t.transactional() || chunk_bytes == 0 || t.size <= chunk_bytes) return;
+    const auto key = chunk_key(c, t.table);
+    if (!key) return;
+    const std::string column = quote_identifier(key->column);
+    const Rows r = c.query("SELECT MIN(" + column + "), MAX(" + column + ") FROM " + t.table.quoted());
+    if (r.empty() || !r[0][0] || !r[0][1]) return;
+    const Int128 low = parse_int128(*r[0][0], key->is_unsigned), high = parse_int128(*r[0][1], key->is_unsigned);
+    const Int128 span = high - low + 1;
+    Int128 n = static_cast<Int128>((t.size + chunk_bytes - 1) / chunk_bytes);
+    n = std::min<Int128>({n, span, 10000});
+    if (n < 2) return;
+    t.pieces.clear();
+    std::string lower;
+    for (Int128 i = 1; i <= n; ++i) {
+        std::snprintf(name, sizeof name, "table-%04zu.%04d.tbl", index, static_cast<int>(i));
+        std::string where = lower.empty() ? "" : column + " >= " + lower;
+        if (i < n) {
+            const std::string upper = int128_text(low + span * i / n);
+            where += (where.empty() ? "" : " AND ") + column + " < " + upper;
+            lower = upper;
+        }
+        t.pieces.push_back({name, std::move(where), t.size / static_cast<std::uint64_t>(n)});
+    }
 }
 
 /// Reads the schema of the set's tables and the database's views, triggers and routines.
@@ -321,7 +432,7 @@ void release_leader(LeaseT& leader, bool clean) {
 
 /// Backs up every table of the connection's database (or DatabaseBackupOptions::tables), its
 /// views, triggers and routines into the new directory `dest_dir` (it must not exist, or be
-/// empty), one job per table, all reading one consistent snapshot taken as mydumper takes it;
+/// empty), one job per table or chunk, all reading one consistent snapshot taken as mydumper takes it;
 /// see the file comment. Returns at once with the table jobs submitted (their handles in
 /// tables()). Throws, before any table is read, when the pool cannot give the leader and a
 /// snapshot session a connection each (std::invalid_argument), when the directory is unusable
@@ -344,12 +455,18 @@ template <class Runner>
     Connection& c = **leader;
     const std::string what = "backup of " + c.where() + " to " + detail::file_quoted(dest_dir);
     std::vector<detail::SetTable> tables;
-    std::vector<Job<Connection>> jobs; // made now: bad options throw before anything is locked
+    std::vector<detail::PieceRef> order;
     try {
         tables = detail::list_tables(c, options.tables, what);
         TableBackupOptions table_options = options.table;
         table_options.overwrite = false;
-        for (const auto& t : tables) jobs.push_back(backup_table(factory, t.table, dest_dir / t.file, table_options));
+        for (std::size_t i = 0; i < tables.size(); ++i) {
+            // Made and dropped: bad options and names throw before anything is locked.
+            (void)backup_table(factory, tables[i].table, dest_dir / "check", table_options);
+            // The chunks' bounds need not be the snapshot's: the ranges cover every key.
+            detail::plan_pieces(c, tables[i], i + 1, options.chunk_bytes);
+        }
+        order = detail::job_order(tables);
     } catch (...) {
         detail::release_leader(*leader, !c.in_transaction());
         throw;
@@ -357,7 +474,7 @@ template <class Runner>
 
     // The snapshot sessions are leased before the lock, so no connection is made while writers wait.
     std::size_t k = options.jobs == 0 ? max_size - 1 : std::min(options.jobs, max_size - 1);
-    k = std::min({k, runner.max_running(), std::max<std::size_t>(tables.size(), 1)});
+    k = std::min({k, runner.max_running(), std::max<std::size_t>(order.size(), 1)});
     auto sessions = std::make_shared<std::vector<LeaseT>>();
     for (std::size_t i = 0; i < k; ++i) sessions->push_back(pool.acquire());
     std::vector<detail::SavedSession> saved;
@@ -400,8 +517,11 @@ template <class Runner>
         if (ec) throw io::Error("cannot create " + detail::file_quoted(dest_dir) + ": " + ec.message(), ec.value());
         ::chmod(dest_dir.c_str(), 0700);
         nlohmann::json list = nlohmann::json::array();
-        for (const auto& t : tables)
-            list.push_back({{"name", t.table.name}, {"file", t.file}, {"size", t.size}, {"engine", t.engine}});
+        for (const auto& t : tables) {
+            nlohmann::json files = nlohmann::json::array();
+            for (const auto& piece : t.pieces) files.push_back({{"file", piece.file}, {"rows", piece.where}});
+            list.push_back({{"name", t.table.name}, {"size", t.size}, {"engine", t.engine}, {"files", std::move(files)}});
+        }
         io::detail::write_set_file(dest_dir, detail::tables_file, list.dump(2) + "\n");
         io::detail::write_set_file(dest_dir, detail::schema_file, schema.dump(2) + "\n");
         io::detail::write_set_file(dest_dir, detail::metadata_file, metadata.dump(2) + "\n");
@@ -428,23 +548,29 @@ template <class Runner>
 
     TableBackupOptions table_options = options.table;
     table_options.overwrite = false;
-    for (std::size_t i = 0; i < tables.size(); ++i) {
-        const detail::SetTable& t = tables[i];
-        auto run = [factory_ptr = &factory, table = t.table, dest = dest_dir / t.file, table_options](
+    std::vector<bool> piece_transactional;
+    for (const auto& ref : order) {
+        const detail::SetTable& t = tables[ref.table];
+        const detail::SetPiece& piece = t.pieces[ref.piece];
+        std::optional<detail::TableSlice> slice;
+        if (!piece.where.empty()) slice = detail::TableSlice{piece.where, piece.estimate};
+        auto run = [factory_ptr = &factory, table = t.table, dest = dest_dir / piece.file, table_options, slice](
                        detail::SnapshotSession& s, ProgressReporter& r) {
-            detail::run_table_backup(*factory_ptr, *s.connection, table, dest, table_options, r, /*in_snapshot=*/true);
+            detail::run_table_backup(*factory_ptr, *s.connection, table, dest, table_options, r, /*in_snapshot=*/true,
+                                     slice);
         };
         ProgressCallback user = options.table_progress ? options.table_progress(t.table) : ProgressCallback{};
-        state->expected.push_back(t.size);
+        state->expected.push_back(piece.estimate);
+        piece_transactional.push_back(t.transactional());
         state->handles.push_back(inner_runner->submit(
-            Job<detail::SnapshotSession>{std::move(jobs[i].name), JobKind::backup, std::move(run)},
+            Job<detail::SnapshotSession>{detail::piece_name(t, ref.piece), JobKind::backup, std::move(run)},
             [failed, user = std::move(user)](const Progress& p) {
                 if (p.state == JobState::failed) failed->store(true);
                 if (user) user(p);
             }));
     }
     state->finisher = std::thread([state_ptr = state.get(), leader, sessions, saved = std::move(saved), inner_pool,
-                                   inner_runner, failed, tables, dest_dir, what, locked]() mutable {
+                                   inner_runner, failed, tables, piece_transactional, dest_dir, what, locked]() mutable {
         std::string error;
         JobState end = JobState::succeeded;
         const auto cancel_all = [&] {
@@ -456,7 +582,7 @@ template <class Runner>
         for (std::size_t i = 0; i < state_ptr->handles.size(); ++i) {
             while (!state_ptr->handles[i].wait_for(std::chrono::milliseconds(20)))
                 if (failed->load()) cancel_all();
-            if (locked && (i + 1 == tables.size() || tables[i + 1].transactional())) {
+            if (locked && (i + 1 == piece_transactional.size() || piece_transactional[i + 1])) {
                 try {
                     (*leader)->exec("UNLOCK TABLES");
                 } catch (const std::exception& e) {
@@ -490,7 +616,8 @@ template <class Runner>
                 io::Manifest manifest;
                 for (const char* name : {detail::schema_file, detail::tables_file, detail::metadata_file})
                     manifest.files.push_back(io::manifest_entry(dest_dir, name));
-                for (const auto& t : tables) manifest.files.push_back(io::manifest_entry(dest_dir, t.file));
+                for (const auto& t : tables)
+                    for (const auto& piece : t.pieces) manifest.files.push_back(io::manifest_entry(dest_dir, piece.file));
                 io::write_manifest(dest_dir, manifest);
             } catch (const std::exception& e) {
                 end = JobState::failed;
@@ -506,7 +633,7 @@ template <class Runner>
 
 /// Restores the backup set in `src_dir` into the runner's database (the connection's): the
 /// manifest is checked first and the database must have none of the set's tables or views; then
-/// the tables are created, loaded in parallel (one restore_table job each through `runner`,
+/// the tables are created, loaded in parallel (one restore_table job per file through `runner`,
 /// largest first) and the routines, views and triggers created; see the file comment. Returns at
 /// once with the table jobs submitted; throws, before touching the database, when the set is
 /// incomplete or changed (io::Error naming the file) or the target has one of its tables (Error),
@@ -528,17 +655,29 @@ template <class Runner>
                             " has a malformed tables.json or schema.json (or one of another format version)",
                         EINVAL);
     std::vector<detail::SetTable> tables;
-    for (const auto& t : list)
-        tables.push_back({Table{t.at("name").get<std::string>()}, t.at("file").get<std::string>(),
-                          t.at("size").get<std::uint64_t>(), t.at("engine").get<std::string>()});
-    std::vector<std::uint64_t> expected;
-    for (const auto& t : tables) {
-        if (std::none_of(manifest.files.begin(), manifest.files.end(), [&](const auto& f) { return f.name == t.file; }))
-            throw io::Error("backup set " + detail::file_quoted(src_dir) + ": the manifest does not list " +
-                                detail::file_quoted(src_dir / t.file) + ", the file of table " + t.table.quoted(),
-                            EINVAL);
-        expected.push_back(detail::TableFileReader(src_dir / t.file).data().data_bytes()); // checked: it opens
+    try {
+        for (const auto& t : list) {
+            detail::SetTable table{Table{t.at("name").get<std::string>()}, t.at("size").get<std::uint64_t>(),
+                                   t.at("engine").get<std::string>()};
+            for (const auto& f : t.at("files")) table.pieces.push_back({f.at("file").get<std::string>(), "", 0});
+            if (table.pieces.empty()) throw std::invalid_argument("a table without files");
+            tables.push_back(std::move(table));
+        }
+    } catch (const std::exception& e) {
+        throw io::Error("backup set " + detail::file_quoted(src_dir) + " has a malformed tables.json: " + e.what(), EINVAL);
     }
+    for (auto& t : tables) {
+        for (auto& piece : t.pieces) {
+            // A name from the set stays inside it, and the manifest vouches for it.
+            if (piece.file.empty() || piece.file.find('/') != std::string::npos || piece.file == "." || piece.file == ".." ||
+                std::none_of(manifest.files.begin(), manifest.files.end(), [&](const auto& f) { return f.name == piece.file; }))
+                throw io::Error("backup set " + detail::file_quoted(src_dir) + ": the manifest does not list " +
+                                    detail::file_quoted(src_dir / piece.file) + ", a file of table " + t.table.quoted(),
+                                EINVAL);
+            piece.estimate = detail::TableFileReader(src_dir / piece.file).data().data_bytes(); // checked: it opens
+        }
+    }
+    const std::vector<detail::PieceRef> order = detail::job_order(tables);
 
     using LeaseT = decltype(pool.acquire());
     auto leader = std::make_shared<LeaseT>(pool.acquire());
@@ -583,13 +722,15 @@ template <class Runner>
     auto state = std::make_shared<DatabaseOperation::State>();
     TableRestoreOptions table_options;
     table_options.lock_timeout = options.lock_timeout;
-    state->expected = std::move(expected);
-    for (const auto& t : tables) {
-        auto run = [factory = factory, table = t.table, src = src_dir / t.file, table_options](Connection& conn,
-                                                                                               ProgressReporter& r) {
+    for (const auto& ref : order) {
+        const detail::SetTable& t = tables[ref.table];
+        const detail::SetPiece& piece = t.pieces[ref.piece];
+        auto run = [factory = factory, table = t.table, src = src_dir / piece.file, table_options](Connection& conn,
+                                                                                                   ProgressReporter& r) {
             detail::run_table_restore(factory, conn, table, src, table_options, r, /*created_by_set=*/true);
         };
-        state->handles.push_back(runner.submit(Job<Connection>{t.table.quoted(), JobKind::restore, std::move(run)},
+        state->expected.push_back(piece.estimate);
+        state->handles.push_back(runner.submit(Job<Connection>{detail::piece_name(t, ref.piece), JobKind::restore, std::move(run)},
                                                options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
     }
     state->finisher = std::thread([state_ptr = state.get(), leader, schema, what] {

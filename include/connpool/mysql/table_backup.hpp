@@ -95,12 +95,21 @@ inline std::string snapshot_session_sql(std::chrono::seconds lock_timeout) {
            "; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ";
 }
 
+/// A part of a table for a database backup's chunk: the rows `where` selects (a primary key
+/// range), about `estimate` bytes on disk.
+struct TableSlice {
+    std::string where;
+    std::uint64_t estimate = 0;
+};
+
 /// Backs `table` up on `c`. `in_snapshot`: `c` is one of a database backup's snapshot sessions,
 /// already in its consistent-snapshot transaction with the session set up (database.hpp): the
-/// rows are read in that transaction, which stays open for the set's next table.
+/// rows are read in that transaction, which stays open for the set's next table. `slice`: only
+/// those rows (a chunk of the table), its estimate as the progress total.
 inline void run_table_backup(const Factory& factory, Connection& c, const Table& table,
                              const std::filesystem::path& dest, const TableBackupOptions& options,
-                             ProgressReporter& reporter, bool in_snapshot = false) {
+                             ProgressReporter& reporter, bool in_snapshot = false,
+                             const std::optional<TableSlice>& slice = std::nullopt) {
     const std::string what = "backup of table " + table.quoted() + " to " + file_quoted(dest);
     if (const std::string problem = io::destination_problem(dest, options.overwrite); !problem.empty())
         throw OperationError(what + ": " + problem);
@@ -129,7 +138,7 @@ inline void run_table_backup(const Factory& factory, Connection& c, const Table&
     if (!in_snapshot)
         c.exec(snapshot_session_sql(options.lock_timeout) +
                "; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY");
-    reporter.set_total(info.data_length, "bytes");
+    reporter.set_total(slice ? slice->estimate : info.data_length, "bytes");
     reporter.set_phase("copying (total estimated from the table's size on disk)");
 
     io::TableFileWriter writer = table_file_writer(temp.fd(), temp.path(), header, options.zstd_level);
@@ -137,6 +146,7 @@ inline void run_table_backup(const Factory& factory, Connection& c, const Table&
     for (std::size_t i = 0; i < header.columns.size(); ++i)
         select += (i > 0 ? "," : "") + quote_identifier(header.columns[i].name);
     select += " FROM " + table.quoted();
+    if (slice) select += " WHERE " + slice->where;
 
     MYSQL* mysql = c.handle();
     std::uint64_t rows = 0;

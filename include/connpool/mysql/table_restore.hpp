@@ -52,7 +52,8 @@ inline std::string warnings_text(Connection& c) {
 
 /// Restores `table` on `c`. `created_by_set`: a database restore created the table a moment ago
 /// (empty, nobody else's yet), so one with an engine without transactions (MyISAM, Aria) may be
-/// loaded too: a failure leaves it partly filled, and the set, failing, says so.
+/// loaded too (a failure leaves it partly filled, and the set, failing, says so), and the rows are
+/// added to it without deleting first (its chunks load side by side, each from its own file).
 inline void run_table_restore(const Factory& factory, Connection& c, const Table& table,
                               const std::filesystem::path& src, const TableRestoreOptions& options,
                               ProgressReporter& reporter, bool created_by_set = false) {
@@ -96,12 +97,16 @@ inline void run_table_restore(const Factory& factory, Connection& c, const Table
     };
     MYSQL* mysql = c.handle();
     try {
-        reporter.set_phase("deleting the old rows");
-        {
-            CancelOnStop guard{factory, c, reporter}; // a DELETE of many rows takes a while
-            c.exec("DELETE FROM " + table.quoted());
+        // A table the set created is empty, and its chunks load beside each other in their own
+        // transactions: a DELETE would take the rows another chunk committed.
+        if (!created_by_set) {
+            reporter.set_phase("deleting the old rows");
+            {
+                CancelOnStop guard{factory, c, reporter}; // a DELETE of many rows takes a while
+                c.exec("DELETE FROM " + table.quoted());
+            }
+            if (reporter.stop_requested()) return put_back(false);
         }
-        if (reporter.stop_requested()) return put_back(false);
 
         reporter.set_phase("loading");
         const std::string sql = load_data_sql(table.quoted(), header.columns);
