@@ -276,6 +276,23 @@ TEST_F(MysqlTableJobs, a_cancel_kills_a_waiting_backup_on_the_server_and_leaves_
                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
 }
 
+TEST_F(MysqlTableJobs, a_table_locked_by_another_session_fails_both_jobs_in_lock_timeout_saying_so) {
+    sql().exec("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2)");
+    ASSERT_EQ(run(my::backup_table(factory(), {"t"}, dir_ / "t")), JobState::succeeded) << last_error_;
+    my::Connection holder = direct();
+    holder.exec("LOCK TABLES t WRITE");
+    // The default lock_timeout is 1 s: both jobs give up then, naming the lock and the option.
+    EXPECT_EQ(run(my::backup_table(factory(), {"t"}, dir_ / "t2")), JobState::failed);
+    EXPECT_NE(last_error_.find("another session holds a lock"), std::string::npos) << last_error_;
+    EXPECT_NE(last_error_.find("TableBackupOptions::lock_timeout = 1 s"), std::string::npos) << last_error_;
+    EXPECT_FALSE(fs::exists(dir_ / "t2"));
+    EXPECT_EQ(run(my::restore_table(factory(), {"t"}, dir_ / "t")), JobState::failed);
+    EXPECT_NE(last_error_.find("another session holds a lock"), std::string::npos) << last_error_;
+    EXPECT_NE(last_error_.find("TableRestoreOptions::lock_timeout = 1 s"), std::string::npos) << last_error_;
+    holder.exec("INSERT INTO t VALUES (3); UNLOCK TABLES");
+    EXPECT_EQ(sql().query_value("SELECT COUNT(*) FROM t"), "3") << "the holder's rows stay";
+}
+
 TEST_F(MysqlTableJobs, a_cancel_kills_a_running_restore_and_the_table_is_unchanged) {
     sql().exec("CREATE TABLE t (id INT PRIMARY KEY, v TEXT) ENGINE=InnoDB; "
                "INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_3000");

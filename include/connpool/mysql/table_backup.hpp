@@ -159,6 +159,12 @@ inline void run_table_backup(const Factory& factory, Connection& c, const Table&
         // anything else that fails is the job's failure.
         auto fail = [&](const char* during) {
             if (mysql_errno(mysql) == errc::query_interrupted && reporter.stop_requested()) return true;
+            if (mysql_errno(mysql) == errc::lock_wait_timeout)
+                detail::throw_last(mysql,
+                                   what + " failed: another session holds a lock on the table (LOCK TABLES, ALTER "
+                                          "TABLE, a long transaction's DDL); waited TableBackupOptions::lock_timeout = " +
+                                       std::to_string(options.lock_timeout.count()) + " s",
+                                   factory.connect_options().password);
             detail::throw_last(mysql, what + " failed" + during, factory.connect_options().password);
         };
         ResultPtr result;

@@ -162,6 +162,12 @@ inline void run_table_restore(const Factory& factory, Connection& c, const Table
         // The connection is fine: roll back here so the pool gets it back clean.
         if (!committed) put_back(false);
         throw;
+    } catch (const Error& e) {
+        if (e.code() != errc::lock_wait_timeout) throw;
+        throw Error(what + " failed: another session holds a lock on the table or its rows (LOCK TABLES, ALTER "
+                           "TABLE, a transaction that changed them); waited TableRestoreOptions::lock_timeout = " +
+                        timeout + " s: " + e.what(),
+                    e.code(), e.sqlstate());
     }
     reporter.set_phase("done: " + std::to_string(rows) + " rows");
 }
