@@ -287,20 +287,23 @@ TEST_F(MysqlDatabaseJobs, a_set_with_a_changed_file_is_refused_before_the_target
     EXPECT_EQ(target_pool_->stats().in_use, 0u);
 }
 
-TEST_F(MysqlDatabaseJobs, a_target_that_has_one_of_the_tables_is_refused_and_left_as_it_was) {
+TEST_F(MysqlDatabaseJobs, a_target_that_has_one_of_the_sets_tables_or_routines_is_refused_and_left_as_it_was) {
     sql().exec("CREATE TABLE t (id INT PRIMARY KEY); CREATE TABLE u (id INT PRIMARY KEY); INSERT INTO u VALUES (7)");
+    sql().exec("CREATE PROCEDURE p() SELECT 1");
     {
         auto backup = my::backup_database(runner(), dir_ / "set");
         ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
     }
     MysqlRunner& into = target();
     target_sql().exec("CREATE TABLE u (id INT PRIMARY KEY, mine TEXT); INSERT INTO u VALUES (1, 'keep me')");
+    // A routine too: found only when the routines were created, after every table was loaded.
+    target_sql().exec("CREATE PROCEDURE p() SELECT 2");
     try {
         auto restore = my::restore_database(into, dir_ / "set");
         FAIL() << "started";
     } catch (const my::Error& e) {
         EXPECT_EQ(e.code(), 1050u);
-        EXPECT_NE(std::string(e.what()).find("`u`"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("procedure `p`, table `u`"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("nothing was changed"), std::string::npos) << e.what();
     }
     my::Connection t = target_sql();

@@ -656,6 +656,10 @@ template <class Runner>
                         EINVAL);
     std::vector<detail::SetTable> tables;
     try {
+        for (const char* section : {"tables", "views", "routines", "triggers"})
+            for (const auto& o : schema.at(section))
+                if (!o.at("name").is_string() || !o.at("sql").is_string())
+                    throw std::invalid_argument(std::string("an object in \"") + section + "\" without a name or statement");
         for (const auto& t : list) {
             detail::SetTable table{Table{t.at("name").get<std::string>()}, t.at("size").get<std::uint64_t>(),
                                    t.at("engine").get<std::string>()};
@@ -664,7 +668,9 @@ template <class Runner>
             tables.push_back(std::move(table));
         }
     } catch (const std::exception& e) {
-        throw io::Error("backup set " + detail::file_quoted(src_dir) + " has a malformed tables.json: " + e.what(), EINVAL);
+        throw io::Error("backup set " + detail::file_quoted(src_dir) + " has a malformed tables.json or schema.json: " +
+                            e.what(),
+                        EINVAL);
     }
     for (auto& t : tables) {
         for (auto& piece : t.pieces) {
@@ -685,20 +691,30 @@ template <class Runner>
     const std::string what = "restore of " + detail::file_quoted(src_dir) + " into " + c.where();
     std::vector<std::string> created;
     try {
-        std::string names;
-        for (const auto& t : tables) names += (names.empty() ? "" : ", ") + c.quote_string(t.table.name);
-        for (const auto& v : schema.at("views")) names += (names.empty() ? "" : ", ") + c.quote_string(v.at("name").get<std::string>());
-        if (!names.empty()) {
-            const Rows r = c.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
-                                   "TABLE_NAME IN (" + names + ") ORDER BY TABLE_NAME");
-            if (!r.empty()) {
-                std::string there;
-                for (const auto& row : r.rows) there += (there.empty() ? "" : ", ") + quote_identifier(row[0].value_or(""));
-                throw Error(what + ": the database already has " + there +
-                                "; a set is restored into a database without its tables (drop them, or use another "
-                                "database); nothing was changed",
-                            1050, "42S01");
+        // Every object the set creates must be new: one already there would fail the set half-way.
+        const auto names_of = [&](const char* section) {
+            std::string names;
+            for (const auto& o : schema.at(section)) names += (names.empty() ? "" : ", ") + c.quote_string(o.at("name").get<std::string>());
+            return names.empty() ? std::string("NULL") : names;
+        };
+        const std::string relations = names_of("tables") + ", " + names_of("views");
+        const Rows r = c.query(
+            "SELECT CONCAT(IF(TABLE_TYPE = 'VIEW', 'view ', 'table '), TABLE_NAME) FROM information_schema.TABLES WHERE "
+            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (" + relations + ") UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', "
+            "ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_NAME IN (" +
+            names_of("routines") + ") UNION ALL SELECT CONCAT('trigger ', TRIGGER_NAME) FROM information_schema.TRIGGERS "
+            "WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME IN (" + names_of("triggers") + ") ORDER BY 1");
+        if (!r.empty()) {
+            std::string there;
+            for (const auto& row : r.rows) {
+                const std::string v = row[0].value_or("");
+                const auto space = v.find(' ');
+                there += (there.empty() ? "" : ", ") + v.substr(0, space + 1) + quote_identifier(v.substr(space + 1));
             }
+            throw Error(what + ": the database already has " + there +
+                            "; a set is restored into a database without its tables, views, routines and triggers "
+                            "(drop them, or use another database); nothing was changed",
+                        1050, "42S01");
         }
         c.exec("SET SESSION foreign_key_checks = 0");
         for (const auto& t : schema.at("tables")) {
