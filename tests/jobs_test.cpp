@@ -142,6 +142,24 @@ TEST_F(JobRunnerTest, runs_a_job_from_queued_through_running_to_succeeded) {
     expect_consistent(s);
 }
 
+TEST_F(JobRunnerTest, ids_reserved_from_one_runner_number_another_runners_jobs_so_no_two_share_one) {
+    auto& pool = make_pool(2);
+    Runner outer(pool);
+    EXPECT_EQ(outer.submit(make_job("a", noop())).id(), 1u);
+    const std::uint64_t first = outer.reserve_ids(3);
+    EXPECT_EQ(first, 2u);
+    EXPECT_EQ(outer.submit(make_job("b", noop())).id(), 5u) << "2..4 went to the helper runner";
+    RunnerOptions options;
+    options.first_id = first;
+    Runner helper(pool, options);
+    EXPECT_EQ(helper.submit(make_job("c", noop())).id(), 2u);
+    EXPECT_EQ(helper.submit(make_job("d", noop())).id(), 3u);
+    outer.wait_all();
+    helper.wait_all();
+    options.first_id = 0;
+    EXPECT_THROW(Runner(pool, options), std::invalid_argument);
+}
+
 TEST_F(JobRunnerTest, a_job_whose_operation_throws_fails_with_its_message_and_discards_the_connection) {
     FakePool& pool = make_pool(1);
     Recorder rec;

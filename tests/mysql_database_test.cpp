@@ -377,6 +377,21 @@ TEST_F(MysqlDatabaseJobs, a_sets_total_counts_the_queued_tables_from_the_start) 
     EXPECT_GT(exact, 0u);
 }
 
+TEST_F(MysqlDatabaseJobs, the_table_jobs_take_their_ids_from_the_users_runner_so_sinks_never_see_one_twice) {
+    sql().exec("CREATE TABLE a (id INT); CREATE TABLE b (id INT); CREATE TABLE c (id INT)");
+    const auto before = runner().submit({"before", connpool::JobKind::backup, [](my::Connection&, connpool::ProgressReporter&) {}});
+    auto backup = my::backup_database(runner(), dir_ / "set");
+    // The table jobs run on the set's own runner over its snapshot sessions; a job on the
+    // user's runner numbered from 1 again would share an id with one of them.
+    const auto after = runner().submit({"after", connpool::JobKind::backup, [](my::Connection&, connpool::ProgressReporter&) {}});
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    std::vector<std::uint64_t> ids{before.id(), after.id()};
+    for (const auto& h : backup.tables()) ids.push_back(h.id());
+    std::sort(ids.begin(), ids.end());
+    EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end()) << "an id seen twice";
+    EXPECT_EQ(ids.size(), 5u);
+}
+
 TEST_F(MysqlDatabaseJobs, a_chosen_table_that_does_not_exist_is_refused_before_anything_is_written) {
     sql().exec("CREATE TABLE t (id INT)");
     my::DatabaseBackupOptions options;

@@ -87,6 +87,9 @@ struct RunnerOptions {
     std::chrono::milliseconds progress_interval{100};
     /// How many ended jobs snapshot() keeps (the oldest go first). Default 1024.
     std::size_t keep_ended = 1024;
+    /// The id of the first job; the next ones count up from it. Default 1. Ids another runner
+    /// handed out with reserve_ids() keep a helper runner's jobs apart from its own in the sinks.
+    std::uint64_t first_id = 1;
     /// Receives exceptions thrown by progress callbacks (the job goes on). Called on the thread
     /// that ran the callback. Default: a line on stderr.
     CallbackErrorSink on_callback_error = [](const Progress& p, std::exception_ptr error) {
@@ -161,7 +164,10 @@ public:
                           pool.options().max_size)),
           throttle_(detail::throttle_from(options.progress_interval)),
           keep_ended_(options.keep_ended),
-          sink_(std::make_shared<const CallbackErrorSink>(std::move(options.on_callback_error))) {}
+          sink_(std::make_shared<const CallbackErrorSink>(std::move(options.on_callback_error))),
+          last_id_(options.first_id != 0
+                       ? options.first_id - 1
+                       : throw std::invalid_argument("connpool::RunnerOptions: first_id must be at least 1")) {}
 
     JobRunner(const JobRunner&) = delete;
     JobRunner& operator=(const JobRunner&) = delete;
@@ -318,6 +324,13 @@ public:
 
     /// Returns the most jobs this runner runs at once.
     [[nodiscard]] std::size_t max_running() const noexcept { return limit_; }
+
+    /// Takes `n` ids from this runner's sequence, never to be given to one of its jobs, and
+    /// returns the first: for a runner that runs jobs on this one's behalf (RunnerOptions::
+    /// first_id; a MySQL database backup's table jobs), so no two jobs a sink sees share an id.
+    [[nodiscard]] std::uint64_t reserve_ids(std::uint64_t n) noexcept {
+        return last_id_.fetch_add(n, std::memory_order_relaxed) + 1;
+    }
 
 private:
     using job_control = detail::RunnableJob<connection_type>;

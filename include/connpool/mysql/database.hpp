@@ -543,7 +543,9 @@ template <class Runner>
     inner.maintenance_interval = std::chrono::milliseconds{0};
     inner.name = what;
     auto inner_pool = std::make_shared<detail::SnapshotPool>(detail::SnapshotSessions(std::move(lent)), inner);
-    auto inner_runner = std::make_shared<detail::SnapshotRunner>(*inner_pool);
+    RunnerOptions inner_runner_options;
+    inner_runner_options.first_id = runner.reserve_ids(order.size()); // the sinks see one id per job
+    auto inner_runner = std::make_shared<detail::SnapshotRunner>(*inner_pool, std::move(inner_runner_options));
     auto failed = std::make_shared<std::atomic<bool>>(false);
 
     TableBackupOptions table_options = options.table;
