@@ -392,6 +392,46 @@ TEST_F(MysqlDatabaseJobs, the_table_jobs_take_their_ids_from_the_users_runner_so
     EXPECT_EQ(ids.size(), 5u);
 }
 
+TEST_F(MysqlDatabaseJobs, a_cancelled_restore_drops_the_tables_it_created_so_it_can_run_again) {
+    sql().exec("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(255)) ENGINE=InnoDB");
+    sql().exec("INSERT INTO big SELECT seq, REPEAT('p', 255) FROM seq_1_to_200000");
+    sql().exec("CREATE TABLE small (id INT) ENGINE=InnoDB");
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    MysqlRunner& into = target();
+    {
+        auto restore = my::restore_database(into, dir_ / "set");
+        restore.cancel();
+        EXPECT_EQ(restore.wait(), JobState::cancelled) << restore.error();
+    }
+    my::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"), "0");
+    auto again = my::restore_database(into, dir_ / "set");
+    ASSERT_EQ(again.wait(), JobState::succeeded) << again.error();
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM big"), "200000");
+}
+
+TEST_F(MysqlDatabaseJobs, a_restore_whose_view_cannot_be_created_fails_and_leaves_the_target_as_it_was) {
+    // Only t is chosen, but every view is copied: v reads u, which the set does not have.
+    sql().exec("CREATE TABLE t (id INT); INSERT INTO t VALUES (1); CREATE TABLE u (id INT); CREATE VIEW v AS SELECT * FROM u");
+    sql().exec("CREATE PROCEDURE p() SELECT 1");
+    my::DatabaseBackupOptions options;
+    options.tables = {my::Table{"t"}};
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set", options);
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    auto restore = my::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::failed);
+    EXPECT_NE(restore.error().find("creating the views failed"), std::string::npos) << restore.error();
+    EXPECT_NE(restore.error().find("the database is as it was"), std::string::npos) << restore.error();
+    my::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"), "0");
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()"), "0");
+}
+
 TEST_F(MysqlDatabaseJobs, a_chosen_table_that_does_not_exist_is_refused_before_anything_is_written) {
     sql().exec("CREATE TABLE t (id INT)");
     my::DatabaseBackupOptions options;

@@ -40,8 +40,9 @@
 // (foreign key checks off, so their order does not matter), loaded in parallel through the
 // user's runner (one restore_table job per file, largest first, each in its own transaction), and,
 // when every table succeeded, the routines, views and triggers are created (triggers last, so
-// the loaded rows did not fire them). A failing table fails the set, naming it; the tables'
-// data already loaded stays.
+// the loaded rows did not fire them). A failing table fails the set, naming it; a failed or
+// cancelled set drops every table and object it created (the target had none of them), so the
+// database is as it was and the restore can run again.
 //
 // Layout of a set: schema.json, tables.json (name, size, engine and files of each table, with the
 // rows each chunk holds), metadata.json, table-NNNN.tbl or table-NNNN.CCCC.tbl for chunks
@@ -399,9 +400,10 @@ inline void create_object(Connection& c, const nlohmann::json& o) {
     c.exec(o.at("sql").get<std::string>());
 }
 
-/// Creates the views; one that reads another view not created yet fails and is tried again after
-/// the others (the set does not know their order), until a round creates none.
-inline void create_views(Connection& c, const nlohmann::json& views) {
+/// Creates the views, telling `created` each one's name; one that reads another view not created
+/// yet fails and is tried again after the others (the set does not know their order), until a
+/// round creates none.
+inline void create_views(Connection& c, const nlohmann::json& views, const std::function<void(const std::string&)>& created) {
     std::vector<const nlohmann::json*> left;
     for (const auto& v : views) left.push_back(&v);
     while (!left.empty()) {
@@ -410,6 +412,7 @@ inline void create_views(Connection& c, const nlohmann::json& views) {
         for (const auto* v : left) {
             try {
                 create_object(c, *v);
+                created(v->at("name").get<std::string>());
             } catch (const Error& e) {
                 if (e.code() != 1146) throw; // ER_NO_SUCH_TABLE: a view it reads comes later
                 again.push_back(v);
@@ -751,18 +754,45 @@ template <class Runner>
         state->handles.push_back(runner.submit(Job<Connection>{detail::piece_name(t, ref.piece), JobKind::restore, std::move(run)},
                                                options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
     }
-    state->finisher = std::thread([state_ptr = state.get(), leader, schema, what] {
+    state->finisher = std::thread([state_ptr = state.get(), leader, schema, what, created = std::move(created)] {
         auto [end, error] = io::detail::wait_tables(state_ptr->handles);
+        Connection& conn = **leader;
+        std::vector<std::string> undo; // DROP statements for what the set created, newest first
+        for (const auto& name : created) undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + quote_identifier(name));
         if (end == JobState::succeeded) {
             try {
-                Connection& conn = **leader;
-                for (const auto& r : schema.at("routines")) detail::create_object(conn, r);
-                detail::create_views(conn, schema.at("views"));
-                for (const auto& t : schema.at("triggers")) detail::create_object(conn, t);
+                for (const auto& r : schema.at("routines")) {
+                    detail::create_object(conn, r);
+                    undo.insert(undo.begin(), "DROP " + r.at("kind").get<std::string>() + " IF EXISTS " +
+                                                  quote_identifier(r.at("name").get<std::string>()));
+                }
+                detail::create_views(conn, schema.at("views"), [&](const std::string& name) {
+                    undo.insert(undo.begin(), "DROP VIEW IF EXISTS " + quote_identifier(name));
+                });
+                for (const auto& t : schema.at("triggers")) {
+                    detail::create_object(conn, t);
+                    undo.insert(undo.begin(), "DROP TRIGGER IF EXISTS " + quote_identifier(t.at("name").get<std::string>()));
+                }
             } catch (const std::exception& e) {
                 end = JobState::failed;
-                error = what + ": creating the routines, views and triggers failed (the tables' data is in place): " + e.what();
+                error = what + ": creating the routines, views and triggers failed: " + e.what();
             }
+        }
+        if (end != JobState::succeeded) {
+            // The target had none of the set's objects (restore_database checked): dropping what
+            // it created leaves the database as it was, so the restore can simply be run again.
+            std::string undo_error;
+            try {
+                conn.exec("SET SESSION foreign_key_checks = 0");
+                for (const auto& sql : undo) conn.exec(sql);
+            } catch (const std::exception& e) {
+                undo_error = e.what();
+            }
+            const std::string outcome =
+                undo_error.empty() ? "; the tables and objects it created were dropped again: the database is as it was"
+                                   : "; dropping the tables and objects it created failed too (drop them by hand before "
+                                     "restoring again): " + undo_error;
+            if (end == JobState::failed) error += outcome;
         }
         leader->discard(); // its session took the objects' sql_mode and character sets: not for reuse
         io::detail::finish_set(*state_ptr, end, std::move(error));
