@@ -52,7 +52,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -74,6 +73,8 @@
 #include "../jobs.hpp"
 #include "../pool.hpp"
 #include "connection.hpp"
+#include "database_plan.hpp"
+#include "database_schema.hpp"
 #include "error.hpp"
 #include "factory.hpp"
 #include "table.hpp"
@@ -102,9 +103,9 @@ struct DatabaseBackupOptions {
     /// split into key ranges of about this size, each its own job and file, so one huge table does
     /// not serialise the backup or the restore (mydumper's chunks). 0 = never split. Default 64 MiB.
     std::uint64_t chunk_bytes = std::uint64_t{64} << 20;
-    /// Called once per table (or chunk) job, before it is submitted; what it returns is that job's progress
-    /// callback (e.g. `[&](const Table&) { return hub.track(); }`, so every table's events reach
-    /// the monitoring sinks). Default none.
+    /// Called once per table (or chunk) job, before it is submitted; what it returns is that
+    /// job's progress callback (e.g. `[&](const Table&) { return hub.track(); }`, so every
+    /// table's events reach the monitoring sinks). Default none.
     std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
@@ -124,52 +125,6 @@ namespace detail {
 inline constexpr const char* schema_file = "schema.json";
 inline constexpr const char* tables_file = "tables.json";
 inline constexpr const char* metadata_file = "metadata.json";
-
-/// One file of a set: a whole table, or one primary-key range of a large one (a chunk).
-struct SetPiece {
-    std::string file;
-    /// The rows of the chunk (a WHERE condition); empty for the whole table.
-    std::string where;
-    /// Bytes expected: the table's or chunk's share of DATA_LENGTH (backup), the file's data (restore).
-    std::uint64_t estimate = 0;
-};
-
-/// A table of the set: its size on disk when the backup started, its engine, its files.
-struct SetTable {
-    Table table;
-    std::uint64_t size = 0;
-    std::string engine;
-    std::vector<SetPiece> pieces{};
-    /// Whether the engine has transactions, so the table is read in the snapshot (InnoDB).
-    [[nodiscard]] bool transactional() const { return engine == "InnoDB"; }
-};
-
-/// A piece's place in the set: tables[table].pieces[piece].
-struct PieceRef {
-    std::size_t table = 0, piece = 0;
-};
-
-/// Returns every piece of `tables`, those of tables without transactions first (as the tables
-/// are ordered), then the largest first, so the longest copy starts at once.
-inline std::vector<PieceRef> job_order(const std::vector<SetTable>& tables) {
-    std::vector<PieceRef> out;
-    for (std::size_t t = 0; t < tables.size(); ++t)
-        for (std::size_t p = 0; p < tables[t].pieces.size(); ++p) out.push_back({t, p});
-    std::stable_sort(out.begin(), out.end(), [&](const PieceRef& a, const PieceRef& b) {
-        const SetTable& ta = tables[a.table];
-        const SetTable& tb = tables[b.table];
-        if (ta.transactional() != tb.transactional()) return !ta.transactional();
-        if (!ta.transactional()) return false; // copied while the read lock holds: keep the tables' order
-        return ta.pieces[a.piece].estimate > tb.pieces[b.piece].estimate;
-    });
-    return out;
-}
-
-/// Returns the name of a piece's job: the quoted table, and which chunk of how many.
-inline std::string piece_name(const SetTable& t, std::size_t piece) {
-    if (t.pieces.size() == 1) return t.table.quoted();
-    return t.table.quoted() + " chunk " + std::to_string(piece + 1) + "/" + std::to_string(t.pieces.size());
-}
 
 /// A snapshot session lent to the internal runner: one of the set's K leases, in its transaction.
 struct SnapshotSession {
@@ -208,221 +163,6 @@ private:
 
 using SnapshotPool = Pool<SnapshotSession, SnapshotSessions>;
 using SnapshotRunner = JobRunner<SnapshotPool>;
-
-/// Returns the rows of `sql` as one JSON object per row (column name -> value; NULL as null).
-inline nlohmann::json rows_json(Connection& c, const std::string& sql) {
-    const Rows r = c.query(sql);
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& row : r.rows) {
-        nlohmann::json o = nlohmann::json::object();
-        for (std::size_t i = 0; i < r.columns.size(); ++i) o[r.columns[i]] = row[i] ? nlohmann::json(*row[i]) : nlohmann::json();
-        out.push_back(std::move(o));
-    }
-    return out;
-}
-
-/// Returns one schema object from SHOW CREATE <kind>: its name, the statement (column
-/// `statement_column`) and the session it needs (sql_mode, character set, collation).
-inline nlohmann::json show_create(Connection& c, const std::string& kind, const std::string& name,
-                                  const char* statement_column) {
-    const Rows r = c.query("SHOW CREATE " + kind + " " + quote_identifier(name));
-    if (r.empty()) throw Error("SHOW CREATE " + kind + " " + quote_identifier(name) + " returned nothing", 0, "");
-    nlohmann::json o = {{"name", name}};
-    for (std::size_t i = 0; i < r.columns.size(); ++i) {
-        const Cell& v = r[0][i];
-        if (r.columns[i] == statement_column) {
-            if (!v)
-                throw Error("SHOW CREATE " + kind + " " + quote_identifier(name) +
-                                " returned no statement: the backup's user may not read it (it needs SELECT on "
-                                "mysql.proc, or SHOW_ROUTINE, or to own it)",
-                            0, "");
-            o["sql"] = *v;
-        } else if (r.columns[i] == "sql_mode" || r.columns[i] == "character_set_client" ||
-                   r.columns[i] == "collation_connection") {
-            o[r.columns[i]] = v.value_or("");
-        }
-    }
-    return o;
-}
-
-/// Lists the tables to copy (every base table of the database, or the chosen ones, all checked
-/// to exist): those without transactions first, then the largest first by their data on disk
-/// (DATA_LENGTH). Their pieces are planned by plan_pieces().
-inline std::vector<SetTable> list_tables(Connection& c, const std::vector<Table>& chosen, const std::string& what) {
-    const Rows r = c.query("SELECT TABLE_NAME, ENGINE, DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
-                           "DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')");
-    std::vector<SetTable> all;
-    for (const auto& row : r.rows) all.push_back({Table{row[0].value_or("")}, to_u64(row[2]), row[1].value_or("")});
-    std::vector<SetTable> out;
-    if (chosen.empty()) {
-        out = std::move(all);
-    } else {
-        std::string missing;
-        for (const auto& t : chosen) {
-            const auto it = std::find_if(all.begin(), all.end(), [&](const SetTable& s) { return s.table == t; });
-            if (it == all.end())
-                missing += (missing.empty() ? "" : ", ") + t.quoted();
-            else if (std::none_of(out.begin(), out.end(), [&](const SetTable& s) { return s.table == t; }))
-                out.push_back(*it);
-        }
-        if (!missing.empty())
-            throw OperationError(what + ": DatabaseBackupOptions::tables names what is not a table of the database: " + missing);
-    }
-    // Tables without transactions first (the read lock is held until they are copied), then the
-    // largest first, so the longest copy starts at once.
-    std::stable_sort(out.begin(), out.end(), [](const SetTable& a, const SetTable& b) {
-        if (a.transactional() != b.transactional()) return !a.transactional();
-        return a.size > b.size;
-    });
-    return out;
-}
-
-/// The integer primary key a large table is chunked by.
-struct ChunkKey {
-    std::string column;
-    bool is_unsigned = false;
-};
-
-/// Returns the table's primary key when it is one integer column (the only keys chunked, as
-/// mydumper's integer chunking does), else nothing.
-inline std::optional<ChunkKey> chunk_key(Connection& c, const Table& table) {
-    const Rows r = c.query("SELECT k.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE FROM information_schema.KEY_COLUMN_USAGE k "
-                           "JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = "
-                           "k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME WHERE k.TABLE_SCHEMA = DATABASE() AND "
-                           "k.TABLE_NAME = " + c.quote_string(table.name) + " AND k.CONSTRAINT_NAME = 'PRIMARY'");
-    if (r.size() != 1) return std::nullopt;
-    const std::string type = r[0][1].value_or("");
-    if (type != "tinyint" && type != "smallint" && type != "mediumint" && type != "int" && type != "bigint")
-        return std::nullopt;
-    return ChunkKey{r[0][0].value_or(""), r[0][2].value_or("").find("unsigned") != std::string::npos};
-}
-
-__extension__ using Int128 = __int128; // spans of BIGINT UNSIGNED keys (up to 2^64) and their products
-
-inline std::string int128_text(Int128 v) {
-    if (v == 0) return "0";
-    const bool negative = v < 0;
-    std::string digits;
-    for (; v != 0; v /= 10) digits += static_cast<char>('0' + static_cast<int>(negative ? -(v % 10) : v % 10));
-    if (negative) digits += '-';
-    return {digits.rbegin(), digits.rend()};
-}
-
-inline Int128 parse_int128(const std::string& text, bool is_unsigned) {
-    return is_unsigned ? static_cast<Int128>(std::stoull(text)) : static_cast<Int128>(std::stoll(text));
-}
-
-/// Names the table's files and, for an InnoDB table larger than `chunk_bytes` with an integer
-/// primary key, splits it into about size / chunk_bytes ranges of the key between its lowest and
-/// highest value (the first and last ranges open-ended, so every row is in exactly one chunk
-/// whatever the key's values are by the time the snapshot reads them). `index` numbers the file.
-inline void plan_pieces(Connection& c, SetTable& t, std::size_t index, std::uint64_t chunk_bytes) {
-    char name[48];
-    std::snprintf(name, sizeof name, "table-%04zu.tbl", index);
-    t.pieces = {SetPiece{name, "", t.size}};
-    if (!t.transactional() || chunk_bytes == 0 || t.size <= chunk_bytes) return;
-    const auto key = chunk_key(c, t.table);
-    if (!key) return;
-    const std::string column = quote_identifier(key->column);
-    const Rows r = c.query("SELECT MIN(" + column + "), MAX(" + column + ") FROM " + t.table.quoted());
-    if (r.empty() || !r[0][0] || !r[0][1]) return;
-    const Int128 low = parse_int128(*r[0][0], key->is_unsigned), high = parse_int128(*r[0][1], key->is_unsigned);
-    const Int128 span = high - low + 1;
-    Int128 n = static_cast<Int128>((t.size + chunk_bytes - 1) / chunk_bytes);
-    n = std::min<Int128>({n, span, 10000});
-    if (n < 2) return;
-    t.pieces.clear();
-    std::string lower;
-    for (Int128 i = 1; i <= n; ++i) {
-        std::snprintf(name, sizeof name, "table-%04zu.%04d.tbl", index, static_cast<int>(i));
-        std::string where = lower.empty() ? "" : column + " >= " + lower;
-        if (i < n) {
-            const std::string upper = int128_text(low + span * i / n);
-            where += (where.empty() ? "" : " AND ") + column + " < " + upper;
-            lower = upper;
-        }
-        t.pieces.push_back({name, std::move(where), t.size / static_cast<std::uint64_t>(n)});
-    }
-}
-
-/// Reads the schema of the set's tables and the database's views, triggers and routines.
-inline nlohmann::json read_schema(Connection& c, const std::vector<SetTable>& tables) {
-    nlohmann::json schema = {{"format", "connpool-mysql-set"}, {"version", 1}};
-    nlohmann::json list = nlohmann::json::array();
-    for (const auto& t : tables) list.push_back(show_create(c, "TABLE", t.table.name, "Create Table"));
-    schema["tables"] = std::move(list);
-    nlohmann::json views = nlohmann::json::array();
-    for (const auto& v : rows_json(c, "SELECT TABLE_NAME AS n FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() "
-                                      "ORDER BY TABLE_NAME"))
-        views.push_back(show_create(c, "VIEW", v.at("n").get<std::string>(), "Create View"));
-    schema["views"] = std::move(views);
-    nlohmann::json routines = nlohmann::json::array();
-    for (const auto& v : rows_json(c, "SELECT ROUTINE_TYPE AS k, ROUTINE_NAME AS n FROM information_schema.ROUTINES WHERE "
-                                      "ROUTINE_SCHEMA = DATABASE() ORDER BY ROUTINE_TYPE, ROUTINE_NAME")) {
-        const std::string kind = v.at("k").get<std::string>(); // PROCEDURE, FUNCTION (MariaDB: also PACKAGE...)
-        if (kind != "PROCEDURE" && kind != "FUNCTION") continue;
-        auto o = show_create(c, kind, v.at("n").get<std::string>(), kind == "PROCEDURE" ? "Create Procedure" : "Create Function");
-        o["kind"] = kind;
-        routines.push_back(std::move(o));
-    }
-    schema["routines"] = std::move(routines);
-    nlohmann::json triggers = nlohmann::json::array();
-    for (const auto& v : rows_json(c, "SELECT TRIGGER_NAME AS n FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = "
-                                      "DATABASE() ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER"))
-        triggers.push_back(show_create(c, "TRIGGER", v.at("n").get<std::string>(), "SQL Original Statement"));
-    schema["triggers"] = std::move(triggers);
-    return schema;
-}
-
-/// Returns where the binary log was when the snapshot was taken (for point-in-time recovery), or
-/// nothing when the server writes none or the user may not ask.
-inline nlohmann::json binlog_position(Connection& c) {
-    try {
-        const Rows r = c.query("SHOW MASTER STATUS");
-        if (r.empty()) return nullptr;
-        nlohmann::json o = {{"file", r[0][0].value_or("")}, {"position", r[0][1].value_or("")}};
-        if (c.is_mariadb())
-            o["gtid_binlog_pos"] = c.query_value("SELECT @@GLOBAL.gtid_binlog_pos").value_or("");
-        return o;
-    } catch (const Error&) {
-        return nullptr;
-    }
-}
-
-/// Runs one schema object's statement in the session it was created in.
-inline void create_object(Connection& c, const nlohmann::json& o) {
-    std::string session;
-    for (const char* v : {"sql_mode", "character_set_client", "collation_connection"})
-        if (o.contains(v) && !o.at(v).get<std::string>().empty())
-            session += std::string(session.empty() ? "SET SESSION " : ", ") + v + " = " +
-                       c.quote_string(o.at(v).get<std::string>());
-    if (!session.empty()) c.exec(session);
-    c.exec(o.at("sql").get<std::string>());
-}
-
-/// Creates the views, telling `created` each one's name; one that reads another view not created
-/// yet fails and is tried again after the others (the set does not know their order), until a
-/// round creates none.
-inline void create_views(Connection& c, const nlohmann::json& views, const std::function<void(const std::string&)>& created) {
-    std::vector<const nlohmann::json*> left;
-    for (const auto& v : views) left.push_back(&v);
-    while (!left.empty()) {
-        std::vector<const nlohmann::json*> again;
-        std::string last_error;
-        for (const auto* v : left) {
-            try {
-                create_object(c, *v);
-                created(v->at("name").get<std::string>());
-            } catch (const Error& e) {
-                if (e.code() != 1146) throw; // ER_NO_SUCH_TABLE: a view it reads comes later
-                again.push_back(v);
-                last_error = e.what();
-            }
-        }
-        if (again.size() == left.size()) throw Error("creating the views failed: " + last_error, 1146, "42S02");
-        left = std::move(again);
-    }
-}
 
 /// Lets the leader go: back to the pool when its session is as it was, else discarded.
 template <class LeaseT>
@@ -506,7 +246,9 @@ template <class Runner>
         for (auto& s : *sessions)
             s->exec(detail::snapshot_session_sql(options.table.lock_timeout) +
                     "; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY");
-        schema = detail::read_schema(c, tables);
+        std::vector<Table> names;
+        for (const auto& t : tables) names.push_back(t.table);
+        schema = detail::read_schema(c, names);
         metadata = {{"database", *c.query_value("SELECT DATABASE()")},
                     {"server_version", c.server_version()},
                     {"binlog", detail::binlog_position(c)}};

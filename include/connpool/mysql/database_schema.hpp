@@ -1,0 +1,136 @@
+#pragma once
+
+// What a MySQL database set records besides the rows (database.hpp): SHOW CREATE of its tables
+// and of the database's views, triggers, procedures and functions, each with the sql_mode and
+// character set it was created in (schema.json), and the binary log position (metadata.json);
+// and how a restore runs those statements again.
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "connection.hpp"
+#include "error.hpp"
+#include "table.hpp"
+
+namespace connpool::mysql::detail {
+
+/// Returns the rows of `sql` as one JSON object per row (column name -> value; NULL as null).
+inline nlohmann::json rows_json(Connection& c, const std::string& sql) {
+    const Rows r = c.query(sql);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& row : r.rows) {
+        nlohmann::json o = nlohmann::json::object();
+        for (std::size_t i = 0; i < r.columns.size(); ++i) o[r.columns[i]] = row[i] ? nlohmann::json(*row[i]) : nlohmann::json();
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+/// Returns one schema object from SHOW CREATE <kind>: its name, the statement (column
+/// `statement_column`) and the session it needs (sql_mode, character set, collation).
+inline nlohmann::json show_create(Connection& c, const std::string& kind, const std::string& name,
+                                  const char* statement_column) {
+    const Rows r = c.query("SHOW CREATE " + kind + " " + quote_identifier(name));
+    if (r.empty()) throw Error("SHOW CREATE " + kind + " " + quote_identifier(name) + " returned nothing", 0, "");
+    nlohmann::json o = {{"name", name}};
+    for (std::size_t i = 0; i < r.columns.size(); ++i) {
+        const Cell& v = r[0][i];
+        if (r.columns[i] == statement_column) {
+            if (!v)
+                throw Error("SHOW CREATE " + kind + " " + quote_identifier(name) +
+                                " returned no statement: the backup's user may not read it (it needs SELECT on "
+                                "mysql.proc, or SHOW_ROUTINE, or to own it)",
+                            0, "");
+            o["sql"] = *v;
+        } else if (r.columns[i] == "sql_mode" || r.columns[i] == "character_set_client" ||
+                   r.columns[i] == "collation_connection") {
+            o[r.columns[i]] = v.value_or("");
+        }
+    }
+    return o;
+}
+
+/// Reads the schema of the set's tables and the database's views, triggers and routines.
+inline nlohmann::json read_schema(Connection& c, const std::vector<Table>& tables) {
+    nlohmann::json schema = {{"format", "connpool-mysql-set"}, {"version", 1}};
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& t : tables) list.push_back(show_create(c, "TABLE", t.name, "Create Table"));
+    schema["tables"] = std::move(list);
+    nlohmann::json views = nlohmann::json::array();
+    for (const auto& v : rows_json(c, "SELECT TABLE_NAME AS n FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() "
+                                      "ORDER BY TABLE_NAME"))
+        views.push_back(show_create(c, "VIEW", v.at("n").get<std::string>(), "Create View"));
+    schema["views"] = std::move(views);
+    nlohmann::json routines = nlohmann::json::array();
+    for (const auto& v : rows_json(c, "SELECT ROUTINE_TYPE AS k, ROUTINE_NAME AS n FROM information_schema.ROUTINES WHERE "
+                                      "ROUTINE_SCHEMA = DATABASE() ORDER BY ROUTINE_TYPE, ROUTINE_NAME")) {
+        const std::string kind = v.at("k").get<std::string>(); // PROCEDURE, FUNCTION (MariaDB: also PACKAGE...)
+        if (kind != "PROCEDURE" && kind != "FUNCTION") continue;
+        auto o = show_create(c, kind, v.at("n").get<std::string>(), kind == "PROCEDURE" ? "Create Procedure" : "Create Function");
+        o["kind"] = kind;
+        routines.push_back(std::move(o));
+    }
+    schema["routines"] = std::move(routines);
+    nlohmann::json triggers = nlohmann::json::array();
+    for (const auto& v : rows_json(c, "SELECT TRIGGER_NAME AS n FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = "
+                                      "DATABASE() ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER"))
+        triggers.push_back(show_create(c, "TRIGGER", v.at("n").get<std::string>(), "SQL Original Statement"));
+    schema["triggers"] = std::move(triggers);
+    return schema;
+}
+
+/// Returns where the binary log was when the snapshot was taken (for point-in-time recovery), or
+/// nothing when the server writes none or the user may not ask.
+inline nlohmann::json binlog_position(Connection& c) {
+    try {
+        const Rows r = c.query("SHOW MASTER STATUS");
+        if (r.empty()) return nullptr;
+        nlohmann::json o = {{"file", r[0][0].value_or("")}, {"position", r[0][1].value_or("")}};
+        if (c.is_mariadb())
+            o["gtid_binlog_pos"] = c.query_value("SELECT @@GLOBAL.gtid_binlog_pos").value_or("");
+        return o;
+    } catch (const Error&) {
+        return nullptr;
+    }
+}
+
+/// Runs one schema object's statement in the session it was created in.
+inline void create_object(Connection& c, const nlohmann::json& o) {
+    std::string session;
+    for (const char* v : {"sql_mode", "character_set_client", "collation_connection"})
+        if (o.contains(v) && !o.at(v).get<std::string>().empty())
+            session += std::string(session.empty() ? "SET SESSION " : ", ") + v + " = " +
+                       c.quote_string(o.at(v).get<std::string>());
+    if (!session.empty()) c.exec(session);
+    c.exec(o.at("sql").get<std::string>());
+}
+
+/// Creates the views, telling `created` each one's name; one that reads another view not created
+/// yet fails and is tried again after the others (the set does not know their order), until a
+/// round creates none.
+inline void create_views(Connection& c, const nlohmann::json& views, const std::function<void(const std::string&)>& created) {
+    std::vector<const nlohmann::json*> left;
+    for (const auto& v : views) left.push_back(&v);
+    while (!left.empty()) {
+        std::vector<const nlohmann::json*> again;
+        std::string last_error;
+        for (const auto* v : left) {
+            try {
+                create_object(c, *v);
+                created(v->at("name").get<std::string>());
+            } catch (const Error& e) {
+                if (e.code() != 1146) throw; // ER_NO_SUCH_TABLE: a view it reads comes later
+                again.push_back(v);
+                last_error = e.what();
+            }
+        }
+        if (again.size() == left.size()) throw Error("creating the views failed: " + last_error, 1146, "42S02");
+        left = std::move(again);
+    }
+}
+
+
+} // namespace connpool::mysql::detail
