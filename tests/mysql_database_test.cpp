@@ -178,6 +178,13 @@ TEST_F(MysqlDatabaseJobs, a_database_restored_into_an_empty_one_has_the_same_tab
     // AUTO_INCREMENT goes on past the restored rows.
     t.exec("INSERT INTO `it's; a table` (parent) VALUES (1)");
     EXPECT_EQ(t.query_value("SELECT MAX(id) FROM `it's; a table`"), "301");
+    // The foreign key holds (it was created while its parent had another name).
+    try {
+        t.exec("INSERT INTO `it's; a table` (parent) VALUES (99999)");
+        ADD_FAILURE() << "a row without its parent was taken";
+    } catch (const my::Error& e) {
+        EXPECT_EQ(e.code(), 1452u) << e.what(); // ER_NO_REFERENCED_ROW_2
+    }
 }
 
 TEST_F(MysqlDatabaseJobs, a_backup_under_a_concurrent_writer_reads_one_snapshot_across_tables) {
@@ -411,6 +418,57 @@ TEST_F(MysqlDatabaseJobs, a_cancelled_restore_drops_the_tables_it_created_so_it_
     auto again = my::restore_database(into, dir_ / "set");
     ASSERT_EQ(again.wait(), JobState::succeeded) << again.error();
     EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM big"), "200000");
+}
+
+TEST_F(MysqlDatabaseJobs, while_a_restore_loads_the_target_has_none_of_its_tables_and_a_crashed_ones_leftovers_go) {
+    sql().exec("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(255)) ENGINE=InnoDB");
+    sql().exec("INSERT INTO big SELECT seq, REPEAT('p', 255) FROM seq_1_to_200000");
+    sql().exec("CREATE TABLE small (id INT) ENGINE=InnoDB; INSERT INTO small VALUES (1)");
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    MysqlRunner& into = target(2); // one table at a time: small waits while big loads
+    my::Connection t = target_sql();
+    // What a restore killed in the middle leaves: a table under a loading name.
+    t.exec("CREATE TABLE `#connpool-restore-deadbeef-0001` (id INT)");
+    auto restore = my::restore_database(into, dir_ / "set");
+    std::size_t looks = 0;
+    while (restore.tables().front().state() != JobState::succeeded && !connpool::is_final(restore.tables().front().state())) {
+        EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
+                                "TABLE_NAME IN ('big', 'small')"),
+                  "0");
+        ++looks;
+        std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    EXPECT_GT(looks, 0u);
+    EXPECT_EQ(t.query_value("SELECT GROUP_CONCAT(TABLE_NAME ORDER BY TABLE_NAME) FROM information_schema.TABLES WHERE "
+                            "TABLE_SCHEMA = DATABASE()"),
+              "big,small");
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM big"), "200000");
+}
+
+TEST_F(MysqlDatabaseJobs, a_second_restore_into_the_same_database_is_refused_while_one_runs) {
+    sql().exec("CREATE TABLE t (id INT)");
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    MysqlRunner& into = target();
+    my::Connection other = target_sql();
+    other.exec("DO GET_LOCK(" + other.quote_string(my::detail::restore_lock_name(target_)) + ", 0)");
+    try {
+        auto restore = my::restore_database(into, dir_ / "set");
+        FAIL() << "started";
+    } catch (const my::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("another restore_database into this database is running"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_EQ(target_pool_->stats().in_use, 0u);
+    other.exec("DO RELEASE_ALL_LOCKS()");
+    auto restore = my::restore_database(into, dir_ / "set");
+    EXPECT_EQ(restore.wait(), JobState::succeeded) << restore.error();
 }
 
 TEST_F(MysqlDatabaseJobs, a_restore_whose_view_cannot_be_created_fails_and_leaves_the_target_as_it_was) {

@@ -36,11 +36,15 @@
 // last, only when every table succeeded.
 //
 // Restore: the manifest is checked (every file's size and checksum) and the target must have
-// none of the set's tables or views, before anything is touched; then the tables are created
-// (foreign key checks off, so their order does not matter), loaded in parallel through the
-// user's runner (one restore_table job per file, largest first, each in its own transaction), and,
-// when every table succeeded, the routines, views and triggers are created (triggers last, so
-// the loaded rows did not fire them). A failing table fails the set, naming it; a failed or
+// none of the set's tables, views, routines or triggers, before anything is touched; then the
+// tables are created under loading names of their own ("#connpool-restore-<run>-NNNN"; foreign
+// key checks off, so their order does not matter), loaded in parallel through the user's runner
+// (one restore_table job per file, largest first, each in its own transaction), and, when every
+// table succeeded, given their names by one RENAME TABLE (atomic: the database never shows some
+// of them), and the routines, views and triggers are created (triggers last, so the loaded rows
+// did not fire them). The leader holds a user lock (GET_LOCK) for the database throughout: a
+// second restore into it is refused, and the next restore drops the loading tables a crashed one
+// left. A failing table fails the set, naming it; a failed or
 // cancelled set drops every table and object it created (the target had none of them), so the
 // database is as it was and the restore can run again.
 //
@@ -430,14 +434,27 @@ template <class Runner>
             piece.estimate = detail::TableFileReader(src_dir / piece.file).data().data_bytes(); // checked: it opens
         }
     }
+    for (std::size_t i = 0; i < tables.size(); ++i)
+        if (schema.at("tables")[i].at("name").get<std::string>() != tables[i].table.name)
+            throw io::Error("backup set " + detail::file_quoted(src_dir) +
+                                ": tables.json and schema.json list different tables (at " + tables[i].table.quoted() + ")",
+                            EINVAL);
     const std::vector<detail::PieceRef> order = detail::job_order(tables);
 
     using LeaseT = decltype(pool.acquire());
     auto leader = std::make_shared<LeaseT>(pool.acquire());
     Connection& c = **leader;
     const std::string what = "restore of " + detail::file_quoted(src_dir) + " into " + c.where();
-    std::vector<std::string> created;
+    std::vector<std::string> loading; // the tables' names while they load (detail::loading_name)
     try {
+        // One restore into a database at a time: its lock goes with the leader's connection, so
+        // a restore that crashed has released it, and the tables it was loading are its leftovers.
+        const std::string lock = detail::restore_lock_name(c.query_value("SELECT DATABASE()").value_or(""));
+        if (c.query_value("SELECT GET_LOCK(" + c.quote_string(lock) + ", 0)") != "1")
+            throw Error(what + ": another restore_database into this database is running (it holds the lock '" + lock +
+                            "'); nothing was changed",
+                        0, "");
+        detail::drop_leftovers(c);
         // Every object the set creates must be new: one already there would fail the set half-way.
         const auto names_of = [&](const char* section) {
             std::string names;
@@ -463,15 +480,21 @@ template <class Runner>
                             "(drop them, or use another database); nothing was changed",
                         1050, "42S01");
         }
+        // The tables load under names of their own and take their real names together at the end
+        // (one RENAME TABLE, atomic), so until then the database has none of them, even after a crash.
         c.exec("SET SESSION foreign_key_checks = 0");
-        for (const auto& t : schema.at("tables")) {
-            detail::create_object(c, t);
-            created.push_back(t.at("name").get<std::string>());
+        const std::string run = detail::loading_run_id();
+        for (std::size_t i = 0; i < tables.size(); ++i) {
+            nlohmann::json object = schema.at("tables")[i];
+            const std::string name = detail::loading_name(run, i + 1);
+            object["sql"] = detail::rename_create_table(object.at("sql").get<std::string>(), tables[i].table.name, name);
+            detail::create_object(c, object);
+            loading.push_back(name);
         }
         c.exec("SET SESSION foreign_key_checks = 1");
     } catch (const std::exception& e) {
         // A table that could not be created leaves the database as it was: the others go again.
-        for (const auto& name : created) {
+        for (const auto& name : loading) {
             try {
                 c.exec("DROP TABLE IF EXISTS " + quote_identifier(name));
             } catch (const std::exception&) {
@@ -488,21 +511,30 @@ template <class Runner>
     for (const auto& ref : order) {
         const detail::SetTable& t = tables[ref.table];
         const detail::SetPiece& piece = t.pieces[ref.piece];
-        auto run = [factory = factory, table = t.table, src = src_dir / piece.file, table_options](Connection& conn,
-                                                                                                   ProgressReporter& r) {
+        auto run = [factory = factory, table = Table{loading[ref.table]}, src = src_dir / piece.file,
+                    table_options](Connection& conn, ProgressReporter& r) {
             detail::run_table_restore(factory, conn, table, src, table_options, r, /*created_by_set=*/true);
         };
         state->expected.push_back(piece.estimate);
         state->handles.push_back(runner.submit(Job<Connection>{detail::piece_name(t, ref.piece), JobKind::restore, std::move(run)},
                                                options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
     }
-    state->finisher = std::thread([state_ptr = state.get(), leader, schema, what, created = std::move(created)] {
+    state->finisher = std::thread([state_ptr = state.get(), leader, schema, what, tables, loading = std::move(loading)] {
         auto [end, error] = io::detail::wait_tables(state_ptr->handles);
         Connection& conn = **leader;
         std::vector<std::string> undo; // DROP statements for what the set created, newest first
-        for (const auto& name : created) undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + quote_identifier(name));
+        for (const auto& name : loading) undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + quote_identifier(name));
         if (end == JobState::succeeded) {
+            const char* step = "giving the tables their names";
             try {
+                std::string rename;
+                for (std::size_t i = 0; i < tables.size(); ++i)
+                    rename += (rename.empty() ? "RENAME TABLE " : ", ") + quote_identifier(loading[i]) + " TO " +
+                              tables[i].table.quoted();
+                if (!rename.empty()) conn.exec(rename);
+                undo.clear();
+                for (const auto& t : tables) undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + t.table.quoted());
+                step = "creating the routines, views and triggers";
                 for (const auto& r : schema.at("routines")) {
                     detail::create_object(conn, r);
                     undo.insert(undo.begin(), "DROP " + r.at("kind").get<std::string>() + " IF EXISTS " +
@@ -517,7 +549,7 @@ template <class Runner>
                 }
             } catch (const std::exception& e) {
                 end = JobState::failed;
-                error = what + ": creating the routines, views and triggers failed: " + e.what();
+                error = what + ": " + step + " failed: " + e.what();
             }
         }
         if (end != JobState::succeeded) {

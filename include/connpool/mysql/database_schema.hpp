@@ -3,9 +3,11 @@
 // What a MySQL database set records besides the rows (database.hpp): SHOW CREATE of its tables
 // and of the database's views, triggers, procedures and functions, each with the sql_mode and
 // character set it was created in (schema.json), and the binary log position (metadata.json);
-// and how a restore runs those statements again.
+// and how a restore runs those statements again, its tables loading under names of their own.
 
+#include <cstdio>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -132,5 +134,54 @@ inline void create_views(Connection& c, const nlohmann::json& views, const std::
     }
 }
 
+
+/// What the name of every table a restore is loading starts with.
+inline constexpr const char* loading_prefix = "#connpool-restore-";
+
+/// Returns a new restore's id for its loading names: 8 random hex digits.
+inline std::string loading_run_id() {
+    std::random_device random;
+    char id[16];
+    std::snprintf(id, sizeof id, "%08x", static_cast<unsigned>(random()));
+    return id;
+}
+
+/// Returns the name the set's `index`th table has while it loads: short whatever the table's
+/// own name (64 characters at most), and found again by its prefix after a crash.
+inline std::string loading_name(const std::string& run, std::size_t index) {
+    char name[64];
+    std::snprintf(name, sizeof name, "%s%s-%04zu", loading_prefix, run.c_str(), index);
+    return name;
+}
+
+/// Returns the name of the user lock a restore into `database` holds (GET_LOCK takes 64
+/// characters at most, a database name alone may have 64).
+inline std::string restore_lock_name(const std::string& database) {
+    char name[64];
+    std::snprintf(name, sizeof name, "connpool-restore-%016zx", std::hash<std::string>{}(database));
+    return name;
+}
+
+/// Drops the tables a crashed restore into the connection's database was loading (the caller
+/// holds restore_lock_name(), so none of them belongs to a restore still running).
+inline void drop_leftovers(Connection& c) {
+    const Rows r = c.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
+                           "LEFT(TABLE_NAME, " + std::to_string(std::char_traits<char>::length(loading_prefix)) +
+                           ") = " + c.quote_string(loading_prefix));
+    if (r.empty()) return;
+    c.exec("SET SESSION foreign_key_checks = 0");
+    for (const auto& row : r.rows) c.exec("DROP TABLE IF EXISTS " + quote_identifier(row[0].value_or("")));
+    c.exec("SET SESSION foreign_key_checks = 1");
+}
+
+/// Returns SHOW CREATE TABLE's statement `sql` for table `name` creating `new_name` instead.
+inline std::string rename_create_table(const std::string& sql, const std::string& name, const std::string& new_name) {
+    const std::string head = "CREATE TABLE " + quote_identifier(name) + " ";
+    if (sql.compare(0, head.size(), head) != 0)
+        throw Error("the statement of table " + quote_identifier(name) + " in schema.json does not start with '" + head +
+                        "'",
+                    0, "");
+    return "CREATE TABLE " + quote_identifier(new_name) + " " + sql.substr(head.size());
+}
 
 } // namespace connpool::mysql::detail
