@@ -13,11 +13,17 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <random>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -39,6 +45,36 @@ using connpool::testing::MariadbServer;
 using connpool::testing::mysql_pool_options;
 using connpool::testing::MysqlPool;
 using connpool::testing::MysqlRunner;
+
+/// The crash test's child: when this variable names "port database set-dir", the process runs
+/// one restore_database of the set into the database (the password in MYSQL_PWD) and exits;
+/// the test SIGKILLs it in the middle.
+constexpr const char* crash_child_env = "CONNPOOL_MYSQL_RESTORE_CHILD";
+
+[[noreturn]] void crash_child_main(const char* spec) {
+    int code = 0;
+    try {
+        unsigned port = 0;
+        char database[128] = {}, set[4096] = {};
+        if (std::sscanf(spec, "%u %127s %4095s", &port, database, set) != 3) std::_Exit(5);
+        const char* password = std::getenv("MYSQL_PWD");
+        MysqlPool pool(my::Factory(my::ConnectOptions{"127.0.0.1", port, MariadbServer::user, password ? password : "",
+                                                      database, ""}),
+                       mysql_pool_options(2));
+        MysqlRunner runner(pool);
+        auto restore = my::restore_database(runner, set);
+        if (restore.wait() != JobState::succeeded) code = 2;
+    } catch (const std::exception&) {
+        code = 4;
+    }
+    std::_Exit(code);
+}
+
+/// Runs the child's work when this process is a child (before main, so before GoogleTest).
+const bool crash_child_started = [] {
+    if (const char* spec = std::getenv(crash_child_env); spec != nullptr) crash_child_main(spec);
+    return false;
+}();
 
 /// A source database (the fixture's) with a runner on it, and an empty target database with its
 /// own runner to restore into.
@@ -447,6 +483,66 @@ TEST_F(MysqlDatabaseJobs, while_a_restore_loads_the_target_has_none_of_its_table
                             "TABLE_SCHEMA = DATABASE()"),
               "big,small");
     EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM big"), "200000");
+}
+
+TEST_F(MysqlDatabaseJobs, a_restore_killed_at_any_moment_leaves_none_of_the_tables_or_all_and_the_next_one_succeeds) {
+    sql().exec("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(255)) ENGINE=InnoDB");
+    sql().exec("INSERT INTO big SELECT seq, REPEAT('p', 255) FROM seq_1_to_100000");
+    sql().exec("CREATE TABLE small (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO small VALUES (1), (2)");
+    sql().exec("CREATE VIEW v AS SELECT COUNT(*) AS n FROM big");
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    MysqlRunner& into = target();
+    my::Connection t = target_sql();
+    std::mt19937 random(20261203);
+    int killed = 0, finished = 0, leftovers = 0;
+    for (int trial = 0; trial < 6; ++trial) {
+        SCOPED_TRACE("trial " + std::to_string(trial));
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            const std::string spec = std::to_string(server().tcp().port) + " " + target_ + " " + (dir_ / "set").string();
+            ::setenv(crash_child_env, spec.c_str(), 1);
+            ::setenv("MYSQL_PWD", MariadbServer::password, 1);
+            const char* argv[] = {"mysql_database_test", "--gtest_list_tests", nullptr};
+            ::execv("/proc/self/exe", const_cast<char* const*>(argv));
+            std::_Exit(127);
+        }
+        ASSERT_GT(pid, 0);
+        // Killed anywhere from before the tables exist to after the rename.
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 900)(random)));
+        ::kill(pid, SIGKILL);
+        int status = 0;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        if (WIFSIGNALED(status)) ++killed;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++finished;
+        else ADD_FAILURE() << "the child failed with status " << status;
+        const std::string there = t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                                                "DATABASE() AND TABLE_NAME IN ('big', 'small')").value_or("");
+        if (there == "2") {
+            // The new state: whole (the view may be missing only if the kill came after the rename).
+            EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM big"), "100000");
+            EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM small"), "2");
+        } else {
+            EXPECT_EQ(there, "0") << "some of the tables have their names";
+        }
+        if (there == "0") {
+            // The old state, perhaps with loading tables: the next restore drops them and succeeds.
+            if (t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()") != "0")
+                ++leftovers;
+            auto again = my::restore_database(into, dir_ / "set");
+            ASSERT_EQ(again.wait(), JobState::succeeded) << again.error();
+            EXPECT_EQ(t.query_value("SELECT n FROM v"), "100000");
+            EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"), "3")
+                << "big, small and v, no loading table left";
+        }
+        server().root().exec("DROP DATABASE " + target_ + "; CREATE DATABASE " + target_);
+    }
+    std::printf("restore crash: %d killed (%d leaving loading tables), %d finished before the kill\n", killed, leftovers,
+                finished);
+    EXPECT_GT(killed, 0);
 }
 
 TEST_F(MysqlDatabaseJobs, a_second_restore_into_the_same_database_is_refused_while_one_runs) {
