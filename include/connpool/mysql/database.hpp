@@ -511,9 +511,10 @@ template <class Runner>
     for (const auto& ref : order) {
         const detail::SetTable& t = tables[ref.table];
         const detail::SetPiece& piece = t.pieces[ref.piece];
-        auto run = [factory = factory, table = Table{loading[ref.table]}, src = src_dir / piece.file,
-                    table_options](Connection& conn, ProgressReporter& r) {
-            detail::run_table_restore(factory, conn, table, src, table_options, r, /*created_by_set=*/true);
+        auto run = [factory = factory, table = Table{loading[ref.table]}, src = src_dir / piece.file, table_options,
+                    chunked = t.pieces.size() > 1](Connection& conn, ProgressReporter& r) {
+            detail::run_table_restore(factory, conn, table, src, table_options, r, /*created_by_set=*/true,
+                                      /*beside_other_chunks=*/chunked);
         };
         state->expected.push_back(piece.estimate);
         state->handles.push_back(runner.submit(Job<Connection>{detail::piece_name(t, ref.piece), JobKind::restore, std::move(run)},

@@ -54,9 +54,13 @@ inline std::string warnings_text(Connection& c) {
 /// (empty, nobody else's yet), so one with an engine without transactions (MyISAM, Aria) may be
 /// loaded too (a failure leaves it partly filled, and the set, failing, says so), and the rows are
 /// added to it without deleting first (its chunks load side by side, each from its own file).
+/// `beside_other_chunks`: other chunks of the table load at the same time, so unique checks stay
+/// on: with them and foreign key checks off, MariaDB 10.6+ loads into an empty table in bulk under
+/// a table lock (MDEV-24621), and the other chunks waited for it until lock_timeout failed them.
 inline void run_table_restore(const Factory& factory, Connection& c, const Table& table,
                               const std::filesystem::path& src, const TableRestoreOptions& options,
-                              ProgressReporter& reporter, bool created_by_set = false) {
+                              ProgressReporter& reporter, bool created_by_set = false,
+                              bool beside_other_chunks = false) {
     const std::string what = "restore of table " + table.quoted() + " from " + file_quoted(src);
     reporter.set_phase("checking the file");
     // A file that cannot be used says so (naming it); the connection is untouched and goes back.
@@ -87,8 +91,9 @@ inline void run_table_restore(const Factory& factory, Connection& c, const Table
     // they were read). TIMESTAMPs were written in UTC. NO_AUTO_VALUE_ON_ZERO keeps an
     // AUTO_INCREMENT 0 a 0; strict mode makes a value that does not fit an error, not a warning.
     const std::string timeout = std::to_string(options.lock_timeout.count());
-    c.exec("SET SESSION time_zone = '+00:00', foreign_key_checks = 0, unique_checks = 0, "
-           "sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', lock_wait_timeout = " +
+    c.exec(std::string("SET SESSION time_zone = '+00:00', foreign_key_checks = 0, unique_checks = ") +
+           (beside_other_chunks ? "1" : "0") +
+           ", sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', lock_wait_timeout = " +
            timeout + ", innodb_lock_wait_timeout = " + timeout + "; START TRANSACTION");
     bool committed = false;
     auto put_back = [&](bool commit) {
