@@ -446,14 +446,30 @@ template <class Runner>
     Connection& c = **leader;
     const std::string what = "restore of " + detail::file_quoted(src_dir) + " into " + c.where();
     std::vector<std::string> loading; // the tables' names while they load (detail::loading_name)
+    // One restore into a database at a time: the lock goes with the leader's connection, so a
+    // restore that crashed has released it, and the tables it was loading are its leftovers. The
+    // server frees a closed connection's lock a moment after the close, hence the short wait;
+    // the sets here release theirs before their leader goes.
+    std::string lock_sql;
     try {
-        // One restore into a database at a time: its lock goes with the leader's connection, so
-        // a restore that crashed has released it, and the tables it was loading are its leftovers.
         const std::string lock = detail::restore_lock_name(c.query_value("SELECT DATABASE()").value_or(""));
-        if (c.query_value("SELECT GET_LOCK(" + c.quote_string(lock) + ", 0)") != "1")
+        lock_sql = c.quote_string(lock);
+        if (c.query_value("SELECT GET_LOCK(" + lock_sql + ", 2)") != "1")
             throw Error(what + ": another restore_database into this database is running (it holds the lock '" + lock +
                             "'); nothing was changed",
                         0, "");
+    } catch (...) {
+        leader->discard();
+        throw;
+    }
+    const auto unlock = [lock_sql](Connection& conn) {
+        try {
+            conn.exec("DO RELEASE_LOCK(" + lock_sql + ")");
+        } catch (const std::exception&) {
+            // the lock goes with the connection, which is discarded next
+        }
+    };
+    try {
         detail::drop_leftovers(c);
         // Every object the set creates must be new: one already there would fail the set half-way.
         const auto names_of = [&](const char* section) {
@@ -500,6 +516,7 @@ template <class Runner>
             } catch (const std::exception&) {
             }
         }
+        unlock(c);
         leader->discard();
         if (const auto* my = dynamic_cast<const Error*>(&e); my != nullptr && my->code() == 1050) throw;
         throw Error(what + ": creating the tables failed (none was kept): " + e.what(), 0, "");
@@ -520,7 +537,8 @@ template <class Runner>
         state->handles.push_back(runner.submit(Job<Connection>{detail::piece_name(t, ref.piece), JobKind::restore, std::move(run)},
                                                options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
     }
-    state->finisher = std::thread([state_ptr = state.get(), leader, schema, what, tables, loading = std::move(loading)] {
+    state->finisher = std::thread([state_ptr = state.get(), leader, schema, what, tables, loading = std::move(loading),
+                                   unlock] {
         auto [end, error] = io::detail::wait_tables(state_ptr->handles);
         Connection& conn = **leader;
         std::vector<std::string> undo; // DROP statements for what the set created, newest first
@@ -569,6 +587,7 @@ template <class Runner>
                                      "restoring again): " + undo_error;
             if (end == JobState::failed) error += outcome;
         }
+        unlock(conn);
         leader->discard(); // its session took the objects' sql_mode and character sets: not for reuse
         io::detail::finish_set(*state_ptr, end, std::move(error));
     });
