@@ -274,12 +274,28 @@ private:
     /// At exit: stops the server cleanly, then lets the watchdog remove the directory.
     void shutdown() {
         stop();
+        report_crash();
         if (watchdog_pipe_ < 0) return;
         ::close(watchdog_pipe_);
         watchdog_pipe_ = -1;
         int status = 0;
         while (::waitpid(watchdog_, &status, 0) < 0 && errno == EINTR) {
         }
+    }
+
+    /// A server crash is a MariaDB bug or ours, and the watchdog removes its log with the
+    /// directory: print the crash report and keep the whole log beside the directory, so a
+    /// failure on CI can be traced to a statement.
+    void report_crash() const {
+        const std::string text = slurp(dir_ / "server.log");
+        const std::size_t at = text.find(" got signal ");
+        if (at == std::string::npos) return;
+        const std::string kept = dir_.string() + "-crash.log";
+        std::error_code ec;
+        std::filesystem::copy_file(dir_ / "server.log", kept, std::filesystem::copy_options::overwrite_existing, ec);
+        const std::size_t from = text.rfind('\n', at);
+        std::fprintf(stderr, "\n*** mariadbd crashed during this suite (whole log kept in %s):\n%s\n", kept.c_str(),
+                     text.substr(from == std::string::npos ? 0 : from + 1, 6000).c_str());
     }
 
     std::filesystem::path dir_;
