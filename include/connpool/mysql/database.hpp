@@ -483,7 +483,7 @@ template <class Runner>
             "TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (" + relations + ") UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', "
             "ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_NAME IN (" +
             names_of("routines") + ") UNION ALL SELECT CONCAT('trigger ', TRIGGER_NAME) FROM information_schema.TRIGGERS "
-            "WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME IN (" + names_of("triggers") + ") ORDER BY 1");
+            "WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND TRIGGER_NAME IN (" + names_of("triggers") + ") ORDER BY 1");
         if (!r.empty()) {
             std::string there;
             for (const auto& row : r.rows) {

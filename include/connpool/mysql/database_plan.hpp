@@ -106,10 +106,13 @@ struct ChunkKey {
 /// Returns the table's primary key when it is one integer column (the only keys chunked, as
 /// mydumper's integer chunking does), else nothing.
 inline std::optional<ChunkKey> chunk_key(Connection& c, const Table& table) {
+    // Each side's keys compared to constants: joined on them alone, the server read the columns
+    // of every table of every database.
+    const std::string name = c.quote_string(table.name);
     const Rows r = c.query("SELECT k.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE FROM information_schema.KEY_COLUMN_USAGE k "
-                           "JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = "
-                           "k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME WHERE k.TABLE_SCHEMA = DATABASE() AND "
-                           "k.TABLE_NAME = " + c.quote_string(table.name) + " AND k.CONSTRAINT_NAME = 'PRIMARY'");
+                           "JOIN information_schema.COLUMNS c ON c.COLUMN_NAME = k.COLUMN_NAME WHERE k.TABLE_SCHEMA = "
+                           "DATABASE() AND k.TABLE_NAME = " + name + " AND c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = " +
+                           name + " AND k.CONSTRAINT_NAME = 'PRIMARY'");
     if (r.size() != 1) return std::nullopt;
     const std::string type = r[0][1].value_or("");
     if (type != "tinyint" && type != "smallint" && type != "mediumint" && type != "int" && type != "bigint")

@@ -77,7 +77,9 @@ inline nlohmann::json read_schema(Connection& c, const std::vector<Table>& table
     }
     schema["routines"] = std::move(routines);
     nlohmann::json triggers = nlohmann::json::array();
-    for (const auto& v : rows_json(c, "SELECT TRIGGER_NAME AS n FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = "
+    // A trigger lives in its table's database; the server looks triggers up by the table's
+    // (EVENT_OBJECT_SCHEMA) and reads every database's for TRIGGER_SCHEMA alone.
+    for (const auto& v : rows_json(c, "SELECT TRIGGER_NAME AS n FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = "
                                       "DATABASE() ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER"))
         triggers.push_back(show_create(c, "TRIGGER", v.at("n").get<std::string>(), "SQL Original Statement"));
     schema["triggers"] = std::move(triggers);

@@ -31,9 +31,12 @@ inline std::uint64_t to_u64(const Cell& cell) { return cell ? std::stoull(*cell)
 /// Returns the table's database, engine and size; throws OperationError (the connection is
 /// fine) when the session has no database or the table is not in it, or is a view.
 inline TableInfo table_info(Connection& c, const Table& table, const std::string& what) {
-    const Rows r = c.query("SELECT d.db, t.TABLE_TYPE, t.ENGINE, t.DATA_LENGTH FROM (SELECT DATABASE() AS db) d "
-                           "LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = d.db AND t.TABLE_NAME = " +
-                           c.quote_string(table.name));
+    // Both keys compared to constants, so the server opens this one table. A join on the schema
+    // (from a derived table) made it open every table of every database, sys's views included:
+    // 900 temporary tables, 160 of them Aria files, per database backup.
+    Rows r = c.query("SELECT DATABASE(), TABLE_TYPE, ENGINE, DATA_LENGTH FROM information_schema.TABLES WHERE "
+                     "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = " + c.quote_string(table.name));
+    if (r.empty()) r = c.query("SELECT DATABASE(), NULL");
     if (r.empty() || !r[0][0]) throw OperationError(what + ": the connection has no database (ConnectOptions::database)");
     TableInfo info;
     info.database = *r[0][0];
