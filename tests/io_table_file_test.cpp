@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -261,3 +262,22 @@ TEST_F(IoTableFile, a_pulled_pass_gives_the_same_data_and_the_same_checks_as_rea
 }
 
 } // namespace
+
+TEST(IoTableFileRows, newlines_are_counted_exactly_whatever_their_density_and_alignment) {
+    // Every byte a newline (the densest a 2040-byte round can be), none, and pseudo-random mixes,
+    // at every offset and length around the 8-byte words and the 255-word rounds.
+    std::string data(3 * 8 * 255 + 37, '\n');
+    std::uint32_t x = 777;
+    std::string mixed(data.size(), 'a');
+    for (auto& c : mixed) c = ((x = x * 1664525u + 1013904223u) >> 29) == 0 ? '\n' : static_cast<char>(x >> 24);
+    for (const std::string* buffer : {&data, &mixed}) {
+        for (std::size_t from = 0; from < 9; ++from)
+            for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{9},
+                                        std::size_t{2039}, std::size_t{2040}, std::size_t{2041}, buffer->size() - from}) {
+                const char* p = buffer->data() + from;
+                ASSERT_EQ(io::detail::count_newlines(p, n), static_cast<std::uint64_t>(std::count(p, p + n, '\n')))
+                    << "from " << from << ", " << n << " bytes";
+            }
+    }
+    EXPECT_EQ(io::detail::count_newlines(std::string(8, 'x').data(), 8), 0u);
+}
