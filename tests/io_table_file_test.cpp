@@ -184,12 +184,15 @@ TEST_F(IoTableFile, another_adapters_format_round_trips_through_the_same_layer) 
     for (const auto compression : {io::Compression::none, io::Compression::zstd}) {
         const int fd = ::open(dest_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         ASSERT_GE(fd, 0);
+        io::FileDigest written;
         {
             io::TableFileWriter writer(fd, dest_, test_format, {{"table", "t`1"}}, compression, 3);
             for (int i = 0; i < 1000; ++i) writer.data(data.data(), data.size());
             writer.finish(7);
+            written = writer.file_digest();
         }
         ::close(fd);
+        EXPECT_EQ(written, io::digest_file(dest_)); // what a set's manifest records without reading the file
         EXPECT_EQ(file_bytes(dest_).rfind("connpool-test-table 1\n{\"checksum\":\"xxh3-64\",\"compression\":", 0), 0u);
         std::string table;
         io::TableFileReader reader = open_test_file(dest_, table);

@@ -51,6 +51,7 @@ public:
                     Compression compression, int zstd_level)
         : fd_(fd), path_(std::move(path)), compress_(compression == Compression::zstd) {
         XXH3_64bits_reset(&hash_);
+        XXH3_64bits_reset(&file_hash_);
         if (compress_) {
             cctx_ = ZSTD_createCCtx();
             if (cctx_ == nullptr) throw Error("cannot compress " + detail::quoted(path_) + ": out of memory", ENOMEM);
@@ -99,6 +100,10 @@ public:
     /// Returns the data bytes so far (before compression).
     [[nodiscard]] std::uint64_t data_bytes() const noexcept { return data_bytes_; }
 
+    /// Returns the size and XXH3-64 of every byte written, after finish(): the file's manifest
+    /// entry, so a backup set need not read each file again to list it.
+    [[nodiscard]] FileDigest file_digest() const noexcept { return {file_size_, XXH3_64bits_digest(&file_hash_)}; }
+
 private:
     std::size_t compress(ZSTD_inBuffer* in, ZSTD_EndDirective mode) {
         std::array<char, 1 << 16> out_buffer;
@@ -128,6 +133,8 @@ private:
     }
 
     void write_all(const char* bytes, std::size_t size) {
+        XXH3_64bits_update(&file_hash_, bytes, size);
+        file_size_ += size;
         while (size > 0) {
             const ssize_t n = ::write(fd_, bytes, size);
             if (n < 0) {
@@ -145,6 +152,8 @@ private:
     bool compress_;
     ZSTD_CCtx* cctx_ = nullptr;
     XXH3_state_t hash_{};
+    XXH3_state_t file_hash_{}; // the whole file, trailer included
+    std::uint64_t file_size_ = 0;
     std::vector<char> buffer_;
     std::uint64_t data_bytes_ = 0;
 };

@@ -300,15 +300,19 @@ template <class Runner>
     TableBackupOptions table_options = options.table;
     table_options.overwrite = false;
     std::vector<bool> piece_transactional;
+    // Each job leaves its file's digest in its slot, so the manifest needs no second read of
+    // the set; the finisher reads them after every job has ended.
+    auto digests = std::make_shared<std::vector<std::vector<std::optional<io::FileDigest>>>>();
+    for (const auto& t : tables) digests->emplace_back(t.pieces.size());
     for (const auto& ref : order) {
         const detail::SetTable& t = tables[ref.table];
         const detail::SetPiece& piece = t.pieces[ref.piece];
         std::optional<detail::TableSlice> slice;
         if (!piece.where.empty()) slice = detail::TableSlice{piece.where, piece.estimate};
-        auto run = [factory_ptr = &factory, table = t.table, dest = dest_dir / piece.file, table_options, slice](
-                       detail::SnapshotSession& s, ProgressReporter& r) {
-            detail::run_table_backup(*factory_ptr, *s.connection, table, dest, table_options, r, /*in_snapshot=*/true,
-                                     slice);
+        auto run = [factory_ptr = &factory, table = t.table, dest = dest_dir / piece.file, table_options, slice,
+                    digest = &(*digests)[ref.table][ref.piece]](detail::SnapshotSession& s, ProgressReporter& r) {
+            *digest = detail::run_table_backup(*factory_ptr, *s.connection, table, dest, table_options, r,
+                                               /*in_snapshot=*/true, slice);
         };
         ProgressCallback user = options.table_progress ? options.table_progress(t.table) : ProgressCallback{};
         state->expected.push_back(piece.estimate);
@@ -321,7 +325,8 @@ template <class Runner>
             }));
     }
     state->finisher = std::thread([state_ptr = state.get(), leader, sessions, saved = std::move(saved), inner_pool,
-                                   inner_runner, failed, tables, piece_transactional, dest_dir, what, locked]() mutable {
+                                   inner_runner, failed, tables, digests, piece_transactional, dest_dir, what,
+                                   locked]() mutable {
         std::string error;
         JobState end = JobState::succeeded;
         const auto cancel_all = [&] {
@@ -367,8 +372,12 @@ template <class Runner>
                 io::Manifest manifest;
                 for (const char* name : {detail::schema_file, detail::tables_file, detail::metadata_file})
                     manifest.files.push_back(io::manifest_entry(dest_dir, name));
-                for (const auto& t : tables)
-                    for (const auto& piece : t.pieces) manifest.files.push_back(io::manifest_entry(dest_dir, piece.file));
+                for (std::size_t i = 0; i < tables.size(); ++i)
+                    for (std::size_t j = 0; j < tables[i].pieces.size(); ++j) {
+                        const auto& digest = (*digests)[i][j];
+                        if (!digest) throw std::logic_error("table " + tables[i].table.quoted() + " succeeded without a file");
+                        manifest.files.push_back({tables[i].pieces[j].file, *digest});
+                    }
                 io::write_manifest(dest_dir, manifest);
             } catch (const std::exception& e) {
                 end = JobState::failed;

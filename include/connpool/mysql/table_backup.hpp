@@ -105,8 +105,9 @@ struct TableSlice {
 /// Backs `table` up on `c`. `in_snapshot`: `c` is one of a database backup's snapshot sessions,
 /// already in its consistent-snapshot transaction with the session set up (database.hpp): the
 /// rows are read in that transaction, which stays open for the set's next table. `slice`: only
-/// those rows (a chunk of the table), its estimate as the progress total.
-inline void run_table_backup(const Factory& factory, Connection& c, const Table& table,
+/// those rows (a chunk of the table), its estimate as the progress total. Returns the published
+/// file's digest (for a set's manifest), or nothing when the job was stopped.
+inline std::optional<io::FileDigest> run_table_backup(const Factory& factory, Connection& c, const Table& table,
                              const std::filesystem::path& dest, const TableBackupOptions& options,
                              ProgressReporter& reporter, bool in_snapshot = false,
                              const std::optional<TableSlice>& slice = std::nullopt) {
@@ -194,25 +195,19 @@ inline void run_table_backup(const Factory& factory, Connection& c, const Table&
         }
     }
     if (!in_snapshot) c.exec("COMMIT; " + saved.restore_sql());
-    if (stopped) return; // cancelled: the temp file goes with `temp`
+    if (stopped) return std::nullopt; // cancelled: the temp file goes with `temp`
 
     writer.finish(rows);
-    if (options.verify) {
-        // The read-back goes through the page cache, so it needs no wait for the disk: the
-        // fsync runs beside it, and both end before the file is published.
-        reporter.set_phase("syncing and verifying");
-        temp.sync_while([&] {
-            TableFileReader check(temp.path());
-            check.data().read_data([](const char*, std::size_t) { return true; });
-        });
-    } else {
-        reporter.set_phase("syncing");
-        temp.sync();
-    }
-    if (reporter.stop_requested()) return; // last chance to cancel before the file appears
+    reporter.set_phase(options.verify ? "syncing and verifying" : "syncing");
+    io::sync_table_file(temp, writer.data_bytes(), options.verify, [&] {
+        TableFileReader check(temp.path());
+        check.data().read_data([](const char*, std::size_t) { return true; });
+    });
+    if (reporter.stop_requested()) return std::nullopt; // last chance to cancel before the file appears
     temp.publish();
     reporter.set_total(writer.data_bytes(), "bytes"); // the exact size: 100 %
     reporter.set_phase("done: " + std::to_string(rows) + " rows");
+    return writer.file_digest();
 }
 
 } // namespace detail
@@ -241,7 +236,7 @@ inline void run_table_backup(const Factory& factory, Connection& c, const Table&
     return Job<Connection>{std::move(name), JobKind::backup,
                            [factory = std::move(factory), table = std::move(table), dest = std::move(dest),
                             options](Connection& c, ProgressReporter& reporter) {
-                               detail::run_table_backup(factory, c, table, dest, options, reporter);
+                               (void)detail::run_table_backup(factory, c, table, dest, options, reporter);
                            }};
 }
 

@@ -368,12 +368,21 @@ template <class Runner>
     table_options.snapshot = snapshot;
     table_options.overwrite = false;
     table_options.lock_timeout = options.lock_timeout;
-    for (const auto& t : tables) {
+    // Each job leaves its file's digest in its slot, so the manifest needs no second read of
+    // the set; the finisher reads them after every job has ended.
+    auto digests = std::make_shared<std::vector<std::optional<io::FileDigest>>>(tables.size());
+    for (std::size_t i = 0; i < tables.size(); ++i) {
+        const auto& t = tables[i];
+        Job<Connection> job = backup_table(t.table, dest_dir / t.file, table_options); // checks the options
+        job.run = [digests, i, table = t.table, dest = dest_dir / t.file, table_options](Connection& c,
+                                                                                      ProgressReporter& r) {
+            (*digests)[i] = detail::run_table_backup(c, table, dest, table_options, r);
+        };
         state->expected.push_back(t.size); // what backup_table's estimate will say, before it runs
-        state->handles.push_back(runner.submit(backup_table(t.table, dest_dir / t.file, table_options),
+        state->handles.push_back(runner.submit(std::move(job),
                                                options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
     }
-    state->finisher = std::thread([state_ptr = state.get(), leader, tables, dest_dir, what, pg_dump_path, snapshot,
+    state->finisher = std::thread([state_ptr = state.get(), leader, tables, digests, dest_dir, what, pg_dump_path, snapshot,
                                    chosen = !options.tables.empty(), lock_timeout = options.lock_timeout] {
         // The schema is dumped while the tables are copied (pg_dump makes its own connections,
         // into the leader's snapshot, which lives until the COMMIT below): its two runs take
@@ -413,7 +422,10 @@ template <class Runner>
                 for (const char* name : {detail::pre_data_file, detail::post_data_file, detail::sequences_file,
                                          detail::tables_file})
                     manifest.files.push_back(io::manifest_entry(dest_dir, name));
-                for (const auto& t : tables) manifest.files.push_back(io::manifest_entry(dest_dir, t.file));
+                for (std::size_t i = 0; i < tables.size(); ++i) {
+                    if (!(*digests)[i]) throw std::logic_error("table " + tables[i].table.display() + " succeeded without a file");
+                    manifest.files.push_back({tables[i].file, *(*digests)[i]});
+                }
                 io::write_manifest(dest_dir, manifest);
                 (*leader)->exec("COMMIT");
             } catch (const std::exception& e) {

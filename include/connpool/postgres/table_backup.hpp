@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -68,13 +69,13 @@ inline void check_backup_destination(const std::filesystem::path& dest, bool ove
                              " exists (set TableBackupOptions::overwrite to replace it)");
 }
 
-/// From this size of COPY data on, a backup's read-back runs beside its fsync (on a thread).
-inline constexpr std::uint64_t parallel_sync_min_bytes = 4u << 20;
-
-inline void run_table_backup(Connection& c, const Table& table, const std::filesystem::path& dest,
-                             const TableBackupOptions& options, ProgressReporter& reporter) {
+/// Backs `table` up on `c`; returns the published file's digest (for a set's manifest), or nothing
+/// when the job was stopped.
+inline std::optional<io::FileDigest> run_table_backup(Connection& c, const Table& table, const std::filesystem::path& dest,
+                                                      const TableBackupOptions& options, ProgressReporter& reporter) {
     const std::string what = "backup of table " + table.display() + " to " + file_quoted(dest);
     PGconn* conn = c.handle();
+    std::optional<io::FileDigest> digest;
     run_settled(conn, what, [&] {
         check_backup_destination(dest, options.overwrite, what);
         io::remove_stale_temps(dest);
@@ -157,31 +158,18 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
         if (PQtransactionStatus(conn) != PQTRANS_IDLE) throw Error("the transaction is still open after its COMMIT", "");
 
         writer.finish(rows);
-        if (options.verify) {
-            // The read-back goes through the page cache, so it needs no wait for the disk: for a
-            // large file the fsync runs beside it, and both end before the file is published. A
-            // small file's read-back takes less than starting a thread (~0.3 ms here), so there
-            // the two run one after the other.
-            reporter.set_phase("syncing and verifying");
-            const auto check = [&] {
-                TableFileReader reader(temp.path());
-                reader.read_data([](const char*, std::size_t) { return true; });
-            };
-            if (writer.data_bytes() < parallel_sync_min_bytes) {
-                check();
-                temp.sync();
-            } else {
-                temp.sync_while(check);
-            }
-        } else {
-            reporter.set_phase("syncing");
-            temp.sync();
-        }
+        reporter.set_phase(options.verify ? "syncing and verifying" : "syncing");
+        io::sync_table_file(temp, writer.data_bytes(), options.verify, [&] {
+            TableFileReader reader(temp.path());
+            reader.read_data([](const char*, std::size_t) { return true; });
+        });
         if (reporter.stop_requested()) return; // last chance to cancel before the file appears
         temp.publish();
         reporter.set_total(writer.data_bytes(), "bytes"); // the exact size: 100 %
         reporter.set_phase("done: " + std::to_string(rows) + " rows");
+        digest = writer.file_digest();
     });
+    return digest;
 }
 
 } // namespace detail
@@ -207,7 +195,7 @@ inline void run_table_backup(Connection& c, const Table& table, const std::files
     return Job<Connection>{std::move(name), JobKind::backup,
                            [table = std::move(table), dest = std::move(dest),
                             options = std::move(options)](Connection& c, ProgressReporter& reporter) {
-                               detail::run_table_backup(c, table, dest, options, reporter);
+                               (void)detail::run_table_backup(c, table, dest, options, reporter);
                            }};
 }
 
