@@ -10,7 +10,8 @@ Restores go into a new empty database; the first round checks the restored row c
 the source for connpool and myloader. Prints (or writes to --out) JSON with the raw runs,
 medians, ratios and the load average after each round.
 
-  benchmarks/mysql_vs_mydumper/run.py --size-mb 300 --jobs 2 --runs 3 --out docs/mysql_benchmark.json
+  benchmarks/mysql_vs_mydumper/run.py --size-mb 300 --jobs 2 4 --runs 5 --out docs/mysql_benchmark.json
+  benchmarks/chart.sh docs/mysql_benchmark.json docs/mysql_benchmark.svg
 """
 import argparse
 import json

@@ -21,7 +21,7 @@ only, so "equal compression" is none vs none; the defaults are compared as they 
 JSON document (settings, load averages, sizes, every raw time, medians, ratios) to --out.
 
   benchmarks/postgres_vs_pg_dump/run.py --size-mb 300 --jobs 2 --runs 5 --out docs/postgres_benchmark.json
-  benchmarks/postgres_vs_pg_dump/chart.sh docs/postgres_benchmark.json docs/postgres_benchmark.svg
+  benchmarks/chart.sh docs/postgres_benchmark.json docs/postgres_benchmark.svg
 """
 
 import argparse

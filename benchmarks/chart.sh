@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Draws benchmark 2's JSON (run.py --out) as an SVG bar chart with gnuplot (Debian: gnuplot-nox):
-# the median of each variant, per N, with every raw run as a dot.
+# Draws a benchmark 2 JSON (postgres_vs_pg_dump/run.py or mysql_vs_mydumper/run.py --out) as an
+# SVG bar chart with gnuplot (Debian: gnuplot-nox): the median of each variant, per N, with every
+# raw run as a dot; connpool's bars blue, the other tools' orange, the title the JSON's "what".
 #
-#   benchmarks/postgres_vs_pg_dump/chart.sh docs/postgres_benchmark.json docs/postgres_benchmark.svg
+#   benchmarks/chart.sh docs/postgres_benchmark.json docs/postgres_benchmark.svg
+#   benchmarks/chart.sh docs/mysql_benchmark.json docs/mysql_benchmark.svg
 set -euo pipefail
 [ $# = 2 ] || { echo "usage: chart.sh RESULTS.json OUT.svg" >&2; exit 2; }
 command -v gnuplot >/dev/null || { echo "chart.sh: no gnuplot (Debian: apt-get install gnuplot-nox)" >&2; exit 1; }
@@ -16,7 +18,8 @@ x = 0
 for n, r in d["by_jobs"].items():
     for name, med in r["median_seconds"].items():
         raw = r["raw_seconds"][name]
-        op = "restore" if name.endswith("set)") else "backup"
+        # Both run.py list a size for each set a backup wrote, and none for a restore.
+        op = "backup" if name in r.get("set_bytes", {}) else "restore"
         label = f"{op}: {name}, N={n}".replace('"', "'")
         kind = 0 if name.startswith("connpool") else 1
         print(x, f'"{label}"', med, kind, *raw)
@@ -24,11 +27,12 @@ for n, r in d["by_jobs"].items():
     x += 1
 PY
 runs=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'])" "$1")
+title=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['what'].replace('\"', \"'\"))" "$1")
 gnuplot <<GP
 set terminal svg size 1000,520 font "sans,11" background "white"
 set output "$2"
 set termoption noenhanced
-set title "connpool backup_database / restore_database (blue) vs pg_dump -Fd -j N / pg_restore -j N (orange): medians, dots = runs"
+set title "$title (connpool blue): medians, dots = runs"
 set ylabel "seconds (lower is better)"
 set style fill solid 0.8 border -1
 set boxwidth 0.8
