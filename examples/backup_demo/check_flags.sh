@@ -32,6 +32,8 @@ if [[ $mode == flags ]]; then
   for flag in --json-lines --metrics-file --serve --linger --databases --pool-size; do
     grep -qF -- "$flag" "$work/help" || fail "--help does not list $flag"
   done
+  # Each flag names its value once (CLI11 appends a validator's name to the type name).
+  grep -qE -- "--serve HOST:PORT +serve" "$work/help" || fail "--help shows --serve as: $(grep -F -- --serve "$work/help" | head -1)"
   echo "bad flags: exit 2 with a reason"
   exit 0
 fi

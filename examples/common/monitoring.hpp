@@ -64,7 +64,7 @@ inline void add_monitoring_flags(CLI::App& app, MonitoringFlags& f, std::string&
                                   return std::string(e.what());
                               }
                           },
-                          "HOST:PORT"));
+                          "")); // unnamed: CLI11 would append the name to the type name (HOST:PORT:HOST:PORT)
     app.add_option("--linger", f.linger_s, "with --serve: keep serving SECONDS after the jobs end")
         ->type_name("SECONDS")
         ->check(whole_number(0, 86'400))
