@@ -29,7 +29,7 @@ PY
 runs=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'])" "$1")
 title=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['what'].replace('\"', \"'\"))" "$1")
 gnuplot <<GP
-set terminal svg size 1000,520 font "sans,11" background "white"
+set terminal svg size 1000,580 font "sans,11" background "white"
 set output "$2"
 set termoption noenhanced
 set title "$title (connpool blue): medians, dots = runs"
@@ -40,7 +40,7 @@ set grid ytics
 set yrange [0:*]
 set xtics rotate by -40 left font ",9" nomirror
 set key off
-set bmargin 13
+set bmargin 16
 set rmargin 14
 set offsets 0, 0, 0.5, 0
 plot "$data" using 1:3:(\$4 == 0 ? 0x2a7ab9 : 0xd9822b):xtic(2) with boxes lc rgb variable, \

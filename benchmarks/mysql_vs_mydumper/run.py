@@ -170,6 +170,12 @@ def main():
                     return timed(["mysqldump", "-h", "127.0.0.1", "-P", str(server.port), "-u", USER, "--single-transaction",
                                   "--routines", "--triggers", "bench"], env, stdout=out)
 
+            def mydumper_synced():
+                out = fresh("mydumper-synced")
+                seconds = timed(["mydumper", *login, "-B", "bench", "-t", str(n), "-o", out], env)
+                files = [os.path.join(out, f) for f in sorted(os.listdir(out))]
+                return seconds + timed(["sync", "--data", "--", *files], env)
+
             # mydumper gets its password on the command line (0.10 reads no environment variable).
             backups = {
                 "connpool zstd-1 (default)": lambda: timed([args.timer, "backup", "--jobs", str(n), "--compression", "zstd",
@@ -177,6 +183,13 @@ def main():
                 "connpool none": lambda: timed([args.timer, "backup", "--jobs", str(n), "--compression", "none",
                                                 *timer_login, "--database", "bench", fresh("connpool-none")], env),
                 "mydumper -t N": lambda: timed(["mydumper", *login, "-B", "bench", "-t", str(n), "-o", fresh("mydumper")], env),
+                # What durability costs, measured apart: connpool without its read-back, and
+                # mydumper followed by an fsync of every file it wrote (connpool fsyncs its files;
+                # mydumper 0.10 does not, so its set may still be in the page cache when it exits).
+                "connpool none, no read-back": lambda: timed([args.timer, "backup", "--jobs", str(n), "--compression", "none",
+                                                              "--no-verify", *timer_login, "--database", "bench",
+                                                              fresh("connpool-none-unverified")], env),
+                "mydumper -t N, then fsync": lambda: mydumper_synced(),
                 "mydumper -t N -c (gzip)": lambda: timed(["mydumper", *login, "-B", "bench", "-t", str(n), "-c",
                                                           "-o", fresh("mydumper-c")], env),
                 "mysqldump --single-transaction": mysqldump,
@@ -209,6 +222,8 @@ def main():
             sizes = {name: dir_bytes(os.path.join(sets, d)) for name, d in
                      (("connpool zstd-1 (default)", "connpool-zstd"), ("connpool none", "connpool-none"),
                       ("mydumper -t N", "mydumper"), ("mydumper -t N -c (gzip)", "mydumper-c"),
+                      ("connpool none, no read-back", "connpool-none-unverified"),
+                      ("mydumper -t N, then fsync", "mydumper-synced"),
                       ("mysqldump --single-transaction", "mysqldump.sql"))}
             med = {k: statistics.median(v) for k, v in raw.items()}
             results["by_jobs"][str(n)] = {
@@ -216,6 +231,8 @@ def main():
                 "load_average_1min_after_each_round": loads,
                 "ratios": {
                     "backup connpool none / mydumper": med["connpool none"] / med["mydumper -t N"],
+                    "backup connpool none / mydumper then fsync": med["connpool none"] / med["mydumper -t N, then fsync"],
+                    "backup connpool none without read-back / mydumper": med["connpool none, no read-back"] / med["mydumper -t N"],
                     "backup connpool zstd-1 / mydumper -c": med["connpool zstd-1 (default)"] / med["mydumper -t N -c (gzip)"],
                     "backup connpool zstd-1 / mysqldump": med["connpool zstd-1 (default)"] / med["mysqldump --single-transaction"],
                     "restore connpool (none set) / myloader": med["connpool (none set)"] / med["myloader -t N"],

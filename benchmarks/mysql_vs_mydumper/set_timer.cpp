@@ -25,7 +25,7 @@ namespace my = connpool::mysql;
 [[noreturn]] void usage(const char* why) {
     std::fprintf(stderr,
                  "set_timer: %s\nusage: set_timer backup|restore [--jobs N] [--compression zstd|none] [--level L] "
-                 "[--chunk-mb M] [--host H] [--port P] [--user U] --database DB DIR\n",
+                 "[--chunk-mb M] [--no-verify] [--host H] [--port P] [--user U] --database DB DIR\n",
                  why);
     std::exit(2);
 }
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     const std::string op = argv[1];
     if (op != "backup" && op != "restore") usage("the operation is 'backup' or 'restore'");
     int jobs = 2, level = 1, chunk_mb = 64;
-    bool zstd = true;
+    bool zstd = true, verify = true;
     my::ConnectOptions at;
     at.host = "127.0.0.1";
     std::string dir;
@@ -57,6 +57,8 @@ int main(int argc, char** argv) {
             const std::string c = value();
             if (c != "zstd" && c != "none") usage("--compression is zstd or none");
             zstd = c == "zstd";
+        } else if (a == "--no-verify") {
+            verify = false;
         } else if (a == "--host") {
             at.host = value();
         } else if (a == "--port") {
@@ -88,6 +90,7 @@ int main(int argc, char** argv) {
             my::DatabaseBackupOptions o;
             o.table.compression = zstd ? my::Compression::zstd : my::Compression::none;
             o.table.zstd_level = level;
+            o.table.verify = verify;
             o.chunk_bytes = static_cast<std::uint64_t>(chunk_mb) << 20;
             const auto set = my::backup_database(runner, dir, o);
             end = set.wait();
