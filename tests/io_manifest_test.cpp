@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -58,6 +59,24 @@ TEST_F(IoManifest, a_written_set_verifies_and_lists_sizes_and_checksums) {
     EXPECT_EQ(file_mode(dir_ / "manifest.json"), 0600u);
     EXPECT_THAT(temp_files(dir_.path()), IsEmpty());
     EXPECT_THAT(file_bytes(dir_ / "manifest.json"), HasSubstr("\"format_version\": 1"));
+}
+
+TEST_F(IoManifest, a_verified_entry_carries_the_identity_its_file_kept_while_it_was_read) {
+    const io::Manifest m = io::verify_manifest(dir_.path());
+    ASSERT_EQ(m.files.size(), 2u);
+    for (const auto& f : m.files) {
+        SCOPED_TRACE(f.name);
+        ASSERT_TRUE(f.checked);
+        EXPECT_EQ(f.checked, io::file_identity(dir_ / f.name));
+        EXPECT_EQ(f.checked->size, f.digest.size);
+    }
+    // A file touched after the check (same bytes, another modification time) no longer has that
+    // identity: a reader that relies on the check must read it whole again.
+    const fs::path touched = dir_ / "customers.copy";
+    fs::last_write_time(touched, fs::last_write_time(touched) - std::chrono::seconds(1));
+    EXPECT_NE(m.files[1].checked, io::file_identity(touched));
+    // What read_manifest returns was never checked.
+    EXPECT_FALSE(io::read_manifest(dir_.path()).files[0].checked);
 }
 
 TEST_F(IoManifest, a_changed_byte_is_refused_naming_the_file_and_the_checksums) {

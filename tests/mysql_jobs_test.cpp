@@ -13,9 +13,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h> // AT_FDCWD
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -80,6 +82,7 @@ protected:
         auto h = runner().submit(std::move(job));
         const JobState end = h.wait();
         last_error_ = h.error();
+        last_done_ = h.progress().done;
         return end;
     }
 
@@ -113,6 +116,7 @@ protected:
     std::optional<MysqlPool> pool_;
     std::optional<MysqlRunner> runner_;
     std::string last_error_;
+    std::uint64_t last_done_ = 0; // the last job's progress: bytes loaded (a restore) before it ended
 };
 
 TEST_F(MysqlTableJobs, every_type_round_trips_exactly) {
@@ -250,6 +254,58 @@ TEST_F(MysqlTableJobs, damaged_truncated_empty_foreign_and_wrong_table_files_are
     EXPECT_NE(last_error_.find("exists"), std::string::npos) << last_error_;
     EXPECT_EQ(slurp_file(dir_ / "good"), good);
     EXPECT_EQ(pool_->stats().discarded, 0u) << "a refused file is no reason to drop a connection";
+}
+
+TEST_F(MysqlTableJobs, a_file_checked_by_its_caller_skips_the_check_pass_yet_a_change_behind_its_identity_rolls_back) {
+    sql().exec("CREATE TABLE t (id INT PRIMARY KEY, v TEXT) ENGINE=InnoDB; "
+               "INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_3000");
+    const fs::path file = dir_ / "checked";
+    my::TableBackupOptions raw;
+    raw.compression = my::Compression::none;
+    ASSERT_EQ(run(my::backup_table(factory(), {"t"}, file, raw)), JobState::succeeded) << last_error_;
+    const auto full = contents("t");
+    sql().exec("DELETE FROM t WHERE id > 10; UPDATE t SET v = 'kept' WHERE id = 1");
+    const auto before = contents("t");
+
+    // As restore_database does after its manifest check: the identity the file had then.
+    my::TableRestoreOptions checked;
+    checked.checked = connpool::io::file_identity(file);
+    ASSERT_TRUE(checked.checked);
+    // A byte of a value flipped in place ('v' to 'w') with the modification time put back: same
+    // device, inode, size and mtime, so the check pass is skipped and the rows load; the load's
+    // own checksum then differs and the restore rolls back.
+    const std::string good = slurp_file(file);
+    const std::size_t at = good.find("v1500\n");
+    ASSERT_NE(at, std::string::npos);
+    struct stat st {};
+    ASSERT_EQ(::stat(file.c_str(), &st), 0);
+    const auto flip = [&] {
+        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(at));
+        f.put(static_cast<char>(good[at] ^ 0x01));
+    };
+    flip();
+    const timespec times[2] = {st.st_atim, st.st_mtim};
+    ASSERT_EQ(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
+    ASSERT_EQ(connpool::io::file_identity(file), checked.checked) << "the test needs the identity unchanged";
+    EXPECT_EQ(run(my::restore_table(factory(), {"t"}, file, checked)), JobState::failed);
+    EXPECT_NE(last_error_.find("checksum"), std::string::npos) << last_error_;
+    EXPECT_GT(last_done_, 0u) << "the rows were loaded: the check pass was skipped";
+    EXPECT_EQ(contents("t"), before);
+
+    // The same file without the caller's check: refused by the check pass, before the transaction.
+    EXPECT_EQ(run(my::restore_table(factory(), {"t"}, file)), JobState::failed);
+    EXPECT_NE(last_error_.find("checksum"), std::string::npos) << last_error_;
+    EXPECT_EQ(last_done_, 0u) << "refused before a row was sent";
+    EXPECT_EQ(contents("t"), before);
+
+    // Put right (a new mtime): the identity no longer matches, so the file is checked whole first
+    // again, and then restored.
+    write_bytes(file, good);
+    ASSERT_NE(connpool::io::file_identity(file), checked.checked);
+    EXPECT_EQ(run(my::restore_table(factory(), {"t"}, file, checked)), JobState::succeeded) << last_error_;
+    EXPECT_EQ(contents("t"), full);
+    EXPECT_EQ(pool_->stats().discarded, 0u);
 }
 
 TEST_F(MysqlTableJobs, a_cancel_kills_a_waiting_backup_on_the_server_and_leaves_no_file) {

@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -118,6 +119,7 @@ protected:
         auto handle = r.submit(std::move(job));
         const JobState end = handle.wait();
         last_error_ = handle.error();
+        last_done_ = handle.progress().done;
         return end;
     }
 
@@ -167,6 +169,7 @@ protected:
     std::optional<PgPool> pool_;
     std::optional<PgRunner> runner_;
     std::string last_error_;
+    std::uint64_t last_done_ = 0; // the last job's progress: bytes loaded (a restore) before it ended
 };
 
 TEST_F(PostgresTableJobs, a_round_trip_restores_awkward_values_exactly_in_every_format) {
@@ -327,6 +330,12 @@ TEST_F(PostgresTableJobs, a_file_checked_by_its_caller_skips_the_check_pass_yet_
     ASSERT_EQ(pg::file_identity(file), checked.checked) << "the test needs the identity unchanged";
     EXPECT_EQ(run(pg::restore_table({"awkward"}, file, checked)), JobState::failed);
     EXPECT_NE(last_error_.find("checksum"), std::string::npos) << last_error_;
+    EXPECT_GT(last_done_, 0u) << "the rows were sent: the check pass was skipped";
+    EXPECT_EQ(fingerprint("awkward"), before);
+    // Without the caller's check the check pass refuses it before a row is sent.
+    EXPECT_EQ(run(pg::restore_table({"awkward"}, file)), JobState::failed);
+    EXPECT_NE(last_error_.find("checksum"), std::string::npos) << last_error_;
+    EXPECT_EQ(last_done_, 0u);
     EXPECT_EQ(fingerprint("awkward"), before);
 
     // Put right (a new mtime): the identity no longer matches, so the file is checked whole
@@ -771,6 +780,43 @@ TEST_F(PostgresDatabaseJobs, a_set_with_a_changed_file_is_refused_before_the_tar
     EXPECT_THROW((void)pg::restore_database(r, dir_ / "set"), connpool::io::Error);
     pg::Connection t = target_sql();
     EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_class WHERE relname = 't'"), "0");
+}
+
+TEST_F(PostgresDatabaseJobs, a_table_restore_does_not_read_again_what_the_manifest_check_read_yet_still_checks_it) {
+    sql().exec("CREATE TABLE t (a int); INSERT INTO t SELECT generate_series(1, 5000)");
+    pg::DatabaseBackupOptions raw;
+    raw.table.compression = pg::Compression::none;
+    auto backup = pg::backup_database(runner(2), dir_ / "set", raw);
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    const fs::path file = dir_ / "set" / "table-0001.copy";
+    ASSERT_TRUE(fs::exists(file));
+    // table_progress runs after the manifest check, before the table's job is submitted: a byte
+    // flipped in place then, with the modification time put back, keeps the identity the check
+    // saw, so the restore skips its check pass and sends the rows; the COPY pass's checksum
+    // still catches it and the table's transaction rolls back.
+    std::atomic<std::uint64_t> sent{0};
+    pg::DatabaseRestoreOptions o;
+    o.table_progress = [&](const pg::Table&) -> connpool::ProgressCallback {
+        struct stat st {};
+        EXPECT_EQ(::stat(file.c_str(), &st), 0);
+        {
+            std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+            f.seekg(static_cast<std::streamoff>(st.st_size / 2));
+            char c = 0;
+            f.get(c);
+            f.seekp(static_cast<std::streamoff>(st.st_size / 2));
+            f.put(static_cast<char>(c ^ 0x01));
+        }
+        const timespec times[2] = {st.st_atim, st.st_mtim};
+        EXPECT_EQ(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
+        return [&](const connpool::Progress& p) { sent = std::max<std::uint64_t>(sent, p.done); };
+    };
+    auto restore = pg::restore_database(target(), dir_ / "set", o);
+    EXPECT_EQ(restore.wait(), JobState::failed);
+    EXPECT_NE(restore.error().find("checksum"), std::string::npos) << restore.error();
+    EXPECT_GT(sent.load(), 0u) << "the manifest check read the file: its restore loads without a check pass";
+    pg::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM t"), "0");
 }
 
 TEST_F(PostgresDatabaseJobs, table_and_database_round_trips_work_through_pgbouncer_in_session_mode) {

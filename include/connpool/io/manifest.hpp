@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <unistd.h> // write
+#include <sys/stat.h> // stat
+#include <unistd.h>   // write
 
 #include <nlohmann/json.hpp>
 
@@ -23,12 +25,33 @@
 
 namespace connpool::io {
 
+/// A file's identity: device, inode, size and modification time (ns). Equal identities before
+/// and after a read mean the bytes read are the file's.
+struct FileIdentity {
+    std::uint64_t device = 0, inode = 0, size = 0;
+    std::int64_t mtime_ns = 0;
+    friend bool operator==(const FileIdentity&, const FileIdentity&) = default;
+};
+
+/// Returns `path`'s identity now, or nothing when it cannot be stat()ed.
+[[nodiscard]] inline std::optional<FileIdentity> file_identity(const std::filesystem::path& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+    return FileIdentity{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                        static_cast<std::uint64_t>(st.st_size),
+                        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
+}
+
 /// One file of a backup set, as the manifest records it.
 struct ManifestEntry {
     /// File name inside the set's directory (no directory part).
     std::string name;
     /// Size and checksum at the time the set was written.
     FileDigest digest;
+    /// Set by verify_manifest(): the file's identity, when it kept one while its checksum was
+    /// read. While the file still has it, its bytes are the ones that matched, so a reader that
+    /// checks the file whole again (a table restore's check pass) may skip that read.
+    std::optional<FileIdentity> checked{};
 };
 
 /// What a manifest holds.
@@ -133,15 +156,18 @@ inline void write_manifest(const std::filesystem::path& dir, const Manifest& man
 }
 
 /// Reads the manifest of `dir` and checks that every file it lists is there with its size and
-/// checksum; returns the manifest, or throws Error naming the first file that differs and how.
+/// checksum; returns the manifest (each entry's `checked` set when the file kept its identity
+/// while it was read), or throws Error naming the first file that differs and how.
 inline Manifest verify_manifest(const std::filesystem::path& dir) {
     Manifest manifest = read_manifest(dir);
-    for (const auto& f : manifest.files) {
+    for (auto& f : manifest.files) {
         const auto path = dir / f.name;
         std::error_code ec;
         if (!std::filesystem::is_regular_file(path, ec))
             throw Error("backup set " + detail::quoted(dir) + ": " + detail::quoted(path) + " is missing", ENOENT);
+        const auto before = file_identity(path);
         const FileDigest now = digest_file(path);
+        if (before && file_identity(path) == before) f.checked = before;
         if (now.size != f.digest.size)
             throw Error("backup set " + detail::quoted(dir) + ": " + detail::quoted(path) + " has " +
                             std::to_string(now.size) + " bytes; the manifest says " + std::to_string(f.digest.size),

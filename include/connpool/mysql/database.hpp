@@ -435,12 +435,15 @@ template <class Runner>
     for (auto& t : tables) {
         for (auto& piece : t.pieces) {
             // A name from the set stays inside it, and the manifest vouches for it.
+            const auto entry = std::find_if(manifest.files.begin(), manifest.files.end(),
+                                            [&](const auto& f) { return f.name == piece.file; });
             if (piece.file.empty() || piece.file.find('/') != std::string::npos || piece.file == "." || piece.file == ".." ||
-                std::none_of(manifest.files.begin(), manifest.files.end(), [&](const auto& f) { return f.name == piece.file; }))
+                entry == manifest.files.end())
                 throw io::Error("backup set " + detail::file_quoted(src_dir) + ": the manifest does not list " +
                                     detail::file_quoted(src_dir / piece.file) + ", a file of table " + t.table.quoted(),
                                 EINVAL);
             piece.estimate = detail::TableFileReader(src_dir / piece.file).data().data_bytes(); // checked: it opens
+            piece.checked = entry->checked; // read whole by the manifest check: the restore need not read it twice
         }
     }
     for (std::size_t i = 0; i < tables.size(); ++i)
@@ -537,8 +540,10 @@ template <class Runner>
     for (const auto& ref : order) {
         const detail::SetTable& t = tables[ref.table];
         const detail::SetPiece& piece = t.pieces[ref.piece];
-        auto run = [factory = factory, table = Table{loading[ref.table]}, src = src_dir / piece.file, table_options,
-                    chunked = t.pieces.size() > 1](Connection& conn, ProgressReporter& r) {
+        TableRestoreOptions piece_options = table_options;
+        piece_options.checked = piece.checked;
+        auto run = [factory = factory, table = Table{loading[ref.table]}, src = src_dir / piece.file,
+                    table_options = piece_options, chunked = t.pieces.size() > 1](Connection& conn, ProgressReporter& r) {
             detail::run_table_restore(factory, conn, table, src, table_options, r, /*created_by_set=*/true,
                                       /*beside_other_chunks=*/chunked);
         };

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../io/manifest.hpp" // FileIdentity
 #include "connection.hpp"
 #include "error.hpp"
 #include "table.hpp"
@@ -26,6 +27,8 @@ struct SetPiece {
     std::string where;
     /// Bytes expected: the table's or chunk's share of DATA_LENGTH (backup), the file's data (restore).
     std::uint64_t estimate = 0;
+    /// Restore: the file's identity while the manifest check read it (ManifestEntry::checked).
+    std::optional<io::FileIdentity> checked{};
 };
 
 /// A table of the set: its size on disk when the backup started, its engine, its files.

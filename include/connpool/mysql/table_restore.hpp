@@ -17,6 +17,7 @@
 
 #include <mysql.h>
 
+#include "../io/manifest.hpp" // FileIdentity
 #include "../io/table_file.hpp"
 #include "../jobs.hpp"
 #include "cancel.hpp"
@@ -37,6 +38,12 @@ struct TableRestoreOptions {
     /// lock_wait_timeout, and InnoDB row locks, innodb_lock_wait_timeout), whole seconds, 1 to
     /// 31536000 (MySQL's smallest is 1). Default 1 s: a table in use fails fast, saying so.
     std::chrono::seconds lock_timeout{1};
+    /// The file's identity when a caller read it whole and checked it against a size and checksum
+    /// recorded when it was published (restore_database's manifest check, ManifestEntry::checked).
+    /// While the file still has it, the check pass before the transaction is skipped (the file is
+    /// not read twice); the load checks the checksum and the counts anyway, and any mismatch
+    /// rolls the restore back. Default none: the file is checked whole first.
+    std::optional<io::FileIdentity> checked{};
 };
 
 namespace detail {
@@ -66,8 +73,13 @@ inline void run_table_restore(const Factory& factory, Connection& c, const Table
     // A file that cannot be used says so (naming it); the connection is untouched and goes back.
     std::optional<TableFileReader> opened;
     try {
+        const bool checked = options.checked && io::file_identity(src) == options.checked;
         opened.emplace(src);
-        if (!opened->data().read_data([&](const char*, std::size_t) { return !reporter.stop_requested(); })) return;
+        // Checked already unless the file changed before the reader opened it (stat again: the
+        // reader holds the inode it opened, and a replaced file has another).
+        if (!(checked && io::file_identity(src) == options.checked) &&
+            !opened->data().read_data([&](const char*, std::size_t) { return !reporter.stop_requested(); }))
+            return;
     } catch (const io::Error& e) {
         throw OperationError(e.what());
     }

@@ -38,7 +38,6 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -452,20 +451,10 @@ template <class Runner>
     auto& pool = runner.pool();
     detail::require_leader_and_one(pool.stats().max_size, "restore_database");
     detail::check_lock_timeout(options.lock_timeout, "DatabaseRestoreOptions");
-    // Each table file's identity around the manifest check, which reads every file whole: a file
-    // unchanged across it was checked, and its table restore need not read it a second time.
-    const auto identities = [&] {
-        std::map<std::string, std::optional<FileIdentity>> out;
-        std::error_code ec; // a missing directory is verify_manifest's to report
-        for (std::filesystem::directory_iterator it(src_dir, ec), end; !ec && it != end; it.increment(ec))
-            if (it->path().extension() == ".copy") out[it->path().filename().string()] = file_identity(it->path());
-        return out;
-    };
-    const auto before_check = identities();
     const io::Manifest manifest = io::verify_manifest(src_dir);
-    const auto after_check = identities();
-    const auto in_manifest = [&](const std::string& name) {
-        return std::any_of(manifest.files.begin(), manifest.files.end(), [&](const auto& f) { return f.name == name; });
+    const auto manifest_entry = [&](const std::string& name) -> const io::ManifestEntry* {
+        const auto it = std::find_if(manifest.files.begin(), manifest.files.end(), [&](const auto& f) { return f.name == name; });
+        return it == manifest.files.end() ? nullptr : &*it;
     };
     const auto list = nlohmann::json::parse(detail::read_set_file(src_dir / detail::tables_file), nullptr, false);
     const auto sequences =
@@ -511,10 +500,9 @@ template <class Runner>
         ProgressCallback user =
             options.table_progress ? options.table_progress(tables[i].table) : ProgressCallback{};
         TableRestoreOptions this_table = table_options;
-        if (const auto b = before_check.find(tables[i].file), a = after_check.find(tables[i].file);
-            b != before_check.end() && a != after_check.end() && b->second && b->second == a->second &&
-            in_manifest(tables[i].file))
-            this_table.checked = b->second;
+        // The manifest check read the file whole: while it keeps the identity it had then, its
+        // table restore need not read it a second time.
+        if (const io::ManifestEntry* entry = manifest_entry(tables[i].file)) this_table.checked = entry->checked;
         state->expected.push_back(detail::TableFileReader(src_dir / tables[i].file).data_bytes()); // checked: it opens
         state->handles.push_back(runner.submit(restore_table(tables[i].table, src_dir / tables[i].file, this_table),
                                                [loaded, i, user = std::move(user)](const Progress& p) {

@@ -13,10 +13,9 @@
 #include <string>
 #include <utility>
 
-#include <sys/stat.h> // stat: a file's identity
-
 #include <libpq-fe.h>
 
+#include "../io/manifest.hpp" // FileIdentity
 #include "../jobs.hpp"
 #include "catalog.hpp"
 #include "connection.hpp"
@@ -27,22 +26,8 @@
 
 namespace connpool::postgres {
 
-/// A file's identity: device, inode, size and modification time (ns). Equal identities before
-/// and after a read mean the bytes read are the file's.
-struct FileIdentity {
-    std::uint64_t device = 0, inode = 0, size = 0;
-    std::int64_t mtime_ns = 0;
-    friend bool operator==(const FileIdentity&, const FileIdentity&) = default;
-};
-
-/// Returns `path`'s identity now, or nothing when it cannot be stat()ed.
-inline std::optional<FileIdentity> file_identity(const std::filesystem::path& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-    return FileIdentity{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
-                        static_cast<std::uint64_t>(st.st_size),
-                        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
-}
+using io::FileIdentity;  // device, inode, size and mtime: the same before and after a read
+using io::file_identity; // a path's FileIdentity now, or nothing
 
 /// How restore_table() loads. Every field has a default.
 struct TableRestoreOptions {
