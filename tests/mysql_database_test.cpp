@@ -178,6 +178,15 @@ TEST_F(MysqlDatabaseJobs, a_database_restored_into_an_empty_one_has_the_same_tab
                "(CONCAT('sp ace ', NEW.id))");
     sql().exec("CREATE PROCEDURE `count rows`(OUT n INT) SELECT COUNT(*) INTO n FROM `we``ird`");
     sql().exec("CREATE FUNCTION `twice`(x INT) RETURNS INT DETERMINISTIC RETURN x * 2");
+    // An event's schedule is read in the time zone it was created in; disabled, so it never runs here.
+    sql().exec("SET SESSION time_zone = '+05:30'; CREATE EVENT `nightly; purge` ON SCHEDULE EVERY 1 DAY STARTS "
+               "'2030-01-01 03:00:00' ON COMPLETION PRESERVE DISABLE COMMENT 'keeps audit short' DO DELETE FROM `audit` "
+               "WHERE id < 0; SET SESSION time_zone = DEFAULT");
+    const std::string event_query =
+        "SELECT CONCAT_WS('|', EVENT_NAME, STATUS, TIME_ZONE, STARTS, INTERVAL_VALUE, INTERVAL_FIELD, ON_COMPLETION, "
+        "EVENT_COMMENT, EVENT_DEFINITION) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()";
+    const auto event_before = sql().query_value(event_query);
+    ASSERT_TRUE(event_before);
     std::vector<std::string> before;
     for (const auto& t : tables) before.push_back(contents(sql(), t));
 
@@ -213,6 +222,7 @@ TEST_F(MysqlDatabaseJobs, a_database_restored_into_an_empty_one_has_the_same_tab
     t.exec("CALL `count rows`(@n)");
     EXPECT_EQ(t.query_value("SELECT @n"), "300");
     EXPECT_EQ(t.query_value("SELECT `twice`(21)"), "42");
+    EXPECT_EQ(t.query_value(event_query), event_before);
     // AUTO_INCREMENT goes on past the restored rows.
     t.exec("INSERT INTO `it's; a table` (parent) VALUES (1)");
     EXPECT_EQ(t.query_value("SELECT MAX(id) FROM `it's; a table`"), "301");
@@ -395,23 +405,46 @@ TEST_F(MysqlDatabaseJobs, a_table_restore_does_not_read_again_what_the_manifest_
     EXPECT_EQ(target_pool_->stats().in_use, 0u);
 }
 
+TEST_F(MysqlDatabaseJobs, a_set_written_before_events_were_copied_still_restores) {
+    sql().exec("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2)");
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    // schema.json as the first version of the format wrote it: no "events"; the manifest made again.
+    const fs::path schema_file = dir_ / "set" / "schema.json";
+    nlohmann::json schema = nlohmann::json::parse(std::ifstream(schema_file));
+    ASSERT_TRUE(schema.contains("events"));
+    schema.erase("events");
+    std::ofstream(schema_file, std::ios::trunc) << schema.dump();
+    connpool::io::Manifest manifest = connpool::io::read_manifest(dir_ / "set");
+    for (auto& f : manifest.files) f = connpool::io::manifest_entry(dir_ / "set", f.name);
+    fs::remove(dir_ / "set" / "manifest.json");
+    connpool::io::write_manifest(dir_ / "set", manifest);
+    auto restore = my::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    EXPECT_EQ(target_sql().query_value("SELECT COUNT(*) FROM t"), "2");
+}
+
 TEST_F(MysqlDatabaseJobs, a_target_that_has_one_of_the_sets_tables_or_routines_is_refused_and_left_as_it_was) {
     sql().exec("CREATE TABLE t (id INT PRIMARY KEY); CREATE TABLE u (id INT PRIMARY KEY); INSERT INTO u VALUES (7)");
     sql().exec("CREATE PROCEDURE p() SELECT 1");
+    sql().exec("CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DISABLE DO DELETE FROM u WHERE id < 0");
     {
         auto backup = my::backup_database(runner(), dir_ / "set");
         ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
     }
     MysqlRunner& into = target();
     target_sql().exec("CREATE TABLE u (id INT PRIMARY KEY, mine TEXT); INSERT INTO u VALUES (1, 'keep me')");
-    // A routine too: found only when the routines were created, after every table was loaded.
+    // A routine and an event too: found otherwise only when they were created, after every table was loaded.
     target_sql().exec("CREATE PROCEDURE p() SELECT 2");
+    target_sql().exec("CREATE EVENT e ON SCHEDULE EVERY 1 DAY DISABLE DO SELECT 1");
     try {
         auto restore = my::restore_database(into, dir_ / "set");
         FAIL() << "started";
     } catch (const my::Error& e) {
         EXPECT_EQ(e.code(), 1050u);
-        EXPECT_NE(std::string(e.what()).find("procedure `p`, table `u`"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("event `e`, procedure `p`, table `u`"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("nothing was changed"), std::string::npos) << e.what();
     }
     my::Connection t = target_sql();

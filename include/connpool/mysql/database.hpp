@@ -30,19 +30,19 @@
 // InnoDB tables blocks writers only for the moment the snapshot is taken.
 //
 // Under the lock the leader also records the schema (schema.json): SHOW CREATE TABLE of every
-// table, and of the database's views, triggers, stored procedures and functions, each with the
-// sql_mode and character set it was created with (events, users and grants are not copied), and
+// table, and of the database's views, triggers, stored procedures, functions and events, each
+// with the sql_mode and character set it was created with (users and grants are not copied), and
 // the binary log position (metadata.json) for point-in-time recovery. The manifest is written
 // last, only when every table succeeded.
 //
 // Restore: the manifest is checked (every file's size and checksum) and the target must have
-// none of the set's tables, views, routines or triggers, before anything is touched; then the
+// none of the set's tables, views, routines, triggers or events, before anything is touched; then the
 // tables are created under loading names of their own ("#connpool-restore-<run>-NNNN"; foreign
 // key checks off, so their order does not matter), loaded in parallel through the user's runner
 // (one restore_table job per file, largest first, each in its own transaction), and, when every
 // table succeeded, given their names by one RENAME TABLE (atomic: the database never shows some
-// of them), and the routines, views and triggers are created (triggers last, so the loaded rows
-// did not fire them). The leader holds a user lock (GET_LOCK) for the database throughout: a
+// of them), and the routines, views, triggers and events are created (triggers and events last,
+// so the loaded rows did not fire them and no event ran before its tables were whole). The leader holds a user lock (GET_LOCK) for the database throughout: a
 // second restore into it is refused, and the next restore drops the loading tables a crashed one
 // left. A failing table fails the set, naming it; a failed or
 // cancelled set drops every table and object it created (the target had none of them), so the
@@ -90,8 +90,8 @@ namespace connpool::mysql {
 /// How backup_database() copies. Every field has a default.
 struct DatabaseBackupOptions {
     /// The tables to copy; a name that is not a table of the database fails backup_database before
-    /// anything is written. Default: every table of the connection's database (views, triggers
-    /// and routines are copied either way).
+    /// anything is written. Default: every table of the connection's database (views, triggers,
+    /// routines and events are copied either way).
     std::vector<Table> tables{};
     /// Compression, verification and lock timeout of each table's file (overwrite is set by the
     /// backup). Default: TableBackupOptions' defaults.
@@ -178,7 +178,7 @@ void release_leader(LeaseT& leader, bool clean) {
 } // namespace detail
 
 /// Backs up every table of the connection's database (or DatabaseBackupOptions::tables), its
-/// views, triggers and routines into the new directory `dest_dir` (it must not exist, or be
+/// views, triggers, routines and events into the new directory `dest_dir` (it must not exist, or be
 /// empty), one job per table or chunk, all reading one consistent snapshot taken as mydumper takes it;
 /// see the file comment. Returns at once with the table jobs submitted (their handles in
 /// tables()). Throws, before any table is read, when the pool cannot give the leader and a
@@ -392,9 +392,10 @@ template <class Runner>
 }
 
 /// Restores the backup set in `src_dir` into the runner's database (the connection's): the
-/// manifest is checked first and the database must have none of the set's tables or views; then
+/// manifest is checked first and the database must have none of the set's tables, views,
+/// routines, triggers or events; then
 /// the tables are created, loaded in parallel (one restore_table job per file through `runner`,
-/// largest first) and the routines, views and triggers created; see the file comment. Returns at
+/// largest first) and the routines, views, triggers and events created; see the file comment. Returns at
 /// once with the table jobs submitted; throws, before touching the database, when the set is
 /// incomplete or changed (io::Error naming the file) or the target has one of its tables (Error),
 /// and when creating a table fails (Error; the tables created before it are dropped again).
@@ -408,7 +409,8 @@ template <class Runner>
 
     const io::Manifest manifest = io::verify_manifest(src_dir);
     const auto list = nlohmann::json::parse(io::detail::read_set_file(src_dir / detail::tables_file), nullptr, false);
-    const auto schema = nlohmann::json::parse(io::detail::read_set_file(src_dir / detail::schema_file), nullptr, false);
+    auto schema = nlohmann::json::parse(io::detail::read_set_file(src_dir / detail::schema_file), nullptr, false);
+    if (schema.is_object() && !schema.contains("events")) schema["events"] = nlohmann::json::array(); // a set from before events were copied
     if (!list.is_array() || !schema.is_object() || schema.value("format", "") != "connpool-mysql-set" ||
         schema.value("version", 0) != 1 || !schema.contains("tables") || schema.at("tables").size() != list.size())
         throw io::Error("backup set " + detail::file_quoted(src_dir) +
@@ -416,7 +418,7 @@ template <class Runner>
                         EINVAL);
     std::vector<detail::SetTable> tables;
     try {
-        for (const char* section : {"tables", "views", "routines", "triggers"})
+        for (const char* section : {"tables", "views", "routines", "triggers", "events"})
             for (const auto& o : schema.at(section))
                 if (!o.at("name").is_string() || !o.at("sql").is_string())
                     throw std::invalid_argument(std::string("an object in \"") + section + "\" without a name or statement");
@@ -495,7 +497,9 @@ template <class Runner>
             "TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (" + relations + ") UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', "
             "ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_NAME IN (" +
             names_of("routines") + ") UNION ALL SELECT CONCAT('trigger ', TRIGGER_NAME) FROM information_schema.TRIGGERS "
-            "WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND TRIGGER_NAME IN (" + names_of("triggers") + ") ORDER BY 1");
+            "WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND TRIGGER_NAME IN (" + names_of("triggers") + ") UNION ALL SELECT "
+            "CONCAT('event ', EVENT_NAME) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE() AND EVENT_NAME IN (" +
+            names_of("events") + ") ORDER BY 1");
         if (!r.empty()) {
             std::string there;
             for (const auto& row : r.rows) {
@@ -504,8 +508,8 @@ template <class Runner>
                 there += (there.empty() ? "" : ", ") + v.substr(0, space + 1) + quote_identifier(v.substr(space + 1));
             }
             throw Error(what + ": the database already has " + there +
-                            "; a set is restored into a database without its tables, views, routines and triggers "
-                            "(drop them, or use another database); nothing was changed",
+                            "; a set is restored into a database without its tables, views, routines, triggers and "
+                            "events (drop them, or use another database); nothing was changed",
                         1050, "42S01");
         }
         // The tables load under names of their own and take their real names together at the end
@@ -567,7 +571,7 @@ template <class Runner>
                 if (!rename.empty()) conn.exec(rename);
                 undo.clear();
                 for (const auto& t : tables) undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + t.table.quoted());
-                step = "creating the routines, views and triggers";
+                step = "creating the routines, views, triggers and events";
                 for (const auto& r : schema.at("routines")) {
                     detail::create_object(conn, r);
                     undo.insert(undo.begin(), "DROP " + r.at("kind").get<std::string>() + " IF EXISTS " +
@@ -579,6 +583,10 @@ template <class Runner>
                 for (const auto& t : schema.at("triggers")) {
                     detail::create_object(conn, t);
                     undo.insert(undo.begin(), "DROP TRIGGER IF EXISTS " + quote_identifier(t.at("name").get<std::string>()));
+                }
+                for (const auto& e : schema.at("events")) {
+                    detail::create_object(conn, e);
+                    undo.insert(undo.begin(), "DROP EVENT IF EXISTS " + quote_identifier(e.at("name").get<std::string>()));
                 }
             } catch (const std::exception& e) {
                 end = JobState::failed;

@@ -1,8 +1,9 @@
 #pragma once
 
 // What a MySQL database set records besides the rows (database.hpp): SHOW CREATE of its tables
-// and of the database's views, triggers, procedures and functions, each with the sql_mode and
-// character set it was created in (schema.json), and the binary log position (metadata.json);
+// and of the database's views, triggers, procedures, functions and events, each with the sql_mode
+// and character set it was created in (an event also with its time zone, which its schedule is
+// read in) (schema.json), and the binary log position (metadata.json);
 // and how a restore runs those statements again, its tables loading under names of their own.
 
 #include <cstdio>
@@ -32,7 +33,8 @@ inline nlohmann::json rows_json(Connection& c, const std::string& sql) {
 }
 
 /// Returns one schema object from SHOW CREATE <kind>: its name, the statement (column
-/// `statement_column`) and the session it needs (sql_mode, character set, collation).
+/// `statement_column`) and the session it needs (sql_mode, character set, collation; time zone
+/// for an event).
 inline nlohmann::json show_create(Connection& c, const std::string& kind, const std::string& name,
                                   const char* statement_column) {
     const Rows r = c.query("SHOW CREATE " + kind + " " + quote_identifier(name));
@@ -43,19 +45,19 @@ inline nlohmann::json show_create(Connection& c, const std::string& kind, const 
         if (r.columns[i] == statement_column) {
             if (!v)
                 throw Error("SHOW CREATE " + kind + " " + quote_identifier(name) +
-                                " returned no statement: the backup's user may not read it (it needs SELECT on "
-                                "mysql.proc, or SHOW_ROUTINE, or to own it)",
+                                " returned no statement: the backup's user may not read it (a routine needs "
+                                "SELECT on mysql.proc, or SHOW_ROUTINE, or to own it; an event the EVENT privilege)",
                             0, "");
             o["sql"] = *v;
         } else if (r.columns[i] == "sql_mode" || r.columns[i] == "character_set_client" ||
-                   r.columns[i] == "collation_connection") {
+                   r.columns[i] == "collation_connection" || r.columns[i] == "time_zone") {
             o[r.columns[i]] = v.value_or("");
         }
     }
     return o;
 }
 
-/// Reads the schema of the set's tables and the database's views, triggers and routines.
+/// Reads the schema of the set's tables and the database's views, triggers, routines and events.
 inline nlohmann::json read_schema(Connection& c, const std::vector<Table>& tables) {
     nlohmann::json schema = {{"format", "connpool-mysql-set"}, {"version", 1}};
     nlohmann::json list = nlohmann::json::array();
@@ -83,6 +85,11 @@ inline nlohmann::json read_schema(Connection& c, const std::vector<Table>& table
                                       "DATABASE() ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER"))
         triggers.push_back(show_create(c, "TRIGGER", v.at("n").get<std::string>(), "SQL Original Statement"));
     schema["triggers"] = std::move(triggers);
+    nlohmann::json events = nlohmann::json::array();
+    for (const auto& v : rows_json(c, "SELECT EVENT_NAME AS n FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE() "
+                                      "ORDER BY EVENT_NAME"))
+        events.push_back(show_create(c, "EVENT", v.at("n").get<std::string>(), "Create Event"));
+    schema["events"] = std::move(events);
     return schema;
 }
 
@@ -104,7 +111,7 @@ inline nlohmann::json binlog_position(Connection& c) {
 /// Runs one schema object's statement in the session it was created in.
 inline void create_object(Connection& c, const nlohmann::json& o) {
     std::string session;
-    for (const char* v : {"sql_mode", "character_set_client", "collation_connection"})
+    for (const char* v : {"sql_mode", "character_set_client", "collation_connection", "time_zone"})
         if (o.contains(v) && !o.at(v).get<std::string>().empty())
             session += std::string(session.empty() ? "SET SESSION " : ", ") + v + " = " +
                        c.quote_string(o.at(v).get<std::string>());
