@@ -411,17 +411,32 @@ TEST_F(MysqlDatabaseJobs, a_set_written_before_events_were_copied_still_restores
         auto backup = my::backup_database(runner(), dir_ / "set");
         ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
     }
-    // schema.json as the first version of the format wrote it: no "events"; the manifest made again.
+    // schema.json as the first version of the format wrote it (no "events"), the manifest made again.
     const fs::path schema_file = dir_ / "set" / "schema.json";
+    const auto rewrite = [&](const nlohmann::json& schema) {
+        std::ofstream(schema_file, std::ios::trunc) << schema.dump();
+        connpool::io::Manifest manifest = connpool::io::read_manifest(dir_ / "set");
+        for (auto& f : manifest.files) f = connpool::io::manifest_entry(dir_ / "set", f.name);
+        fs::remove(dir_ / "set" / "manifest.json");
+        connpool::io::write_manifest(dir_ / "set", manifest);
+    };
     nlohmann::json schema = nlohmann::json::parse(std::ifstream(schema_file));
+    EXPECT_EQ(schema.at("version"), 2);
     ASSERT_TRUE(schema.contains("events"));
+    MysqlRunner& into = target();
+    // A later version is refused, naming it, rather than restored without what it added.
+    schema["version"] = 3;
+    rewrite(schema);
+    try {
+        (void)my::restore_database(into, dir_ / "set");
+        FAIL() << "started";
+    } catch (const connpool::io::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("format version 3; this library reads 1 and 2"), std::string::npos) << e.what();
+    }
+    schema["version"] = 1;
     schema.erase("events");
-    std::ofstream(schema_file, std::ios::trunc) << schema.dump();
-    connpool::io::Manifest manifest = connpool::io::read_manifest(dir_ / "set");
-    for (auto& f : manifest.files) f = connpool::io::manifest_entry(dir_ / "set", f.name);
-    fs::remove(dir_ / "set" / "manifest.json");
-    connpool::io::write_manifest(dir_ / "set", manifest);
-    auto restore = my::restore_database(target(), dir_ / "set");
+    rewrite(schema);
+    auto restore = my::restore_database(into, dir_ / "set");
     ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
     EXPECT_EQ(target_sql().query_value("SELECT COUNT(*) FROM t"), "2");
 }

@@ -410,11 +410,20 @@ template <class Runner>
     const io::Manifest manifest = io::verify_manifest(src_dir);
     const auto list = nlohmann::json::parse(io::detail::read_set_file(src_dir / detail::tables_file), nullptr, false);
     auto schema = nlohmann::json::parse(io::detail::read_set_file(src_dir / detail::schema_file), nullptr, false);
-    if (schema.is_object() && !schema.contains("events")) schema["events"] = nlohmann::json::array(); // a set from before events were copied
+    const int version = schema.is_object() && schema.contains("version") && schema.at("version").is_number_integer()
+                            ? schema.at("version").get<int>()
+                            : 0;
+    if (schema.is_object() && schema.value("format", "") == "connpool-mysql-set" && version != 1 &&
+        version != detail::schema_version)
+        throw io::Error("backup set " + detail::file_quoted(src_dir) + " has schema.json format version " +
+                            std::to_string(version) + "; this library reads 1 and " +
+                            std::to_string(detail::schema_version),
+                        EINVAL);
+    if (version == 1 && schema.is_object() && !schema.contains("events"))
+        schema["events"] = nlohmann::json::array(); // version 1 sets did not copy events
     if (!list.is_array() || !schema.is_object() || schema.value("format", "") != "connpool-mysql-set" ||
-        schema.value("version", 0) != 1 || !schema.contains("tables") || schema.at("tables").size() != list.size())
-        throw io::Error("backup set " + detail::file_quoted(src_dir) +
-                            " has a malformed tables.json or schema.json (or one of another format version)",
+        !schema.contains("tables") || schema.at("tables").size() != list.size())
+        throw io::Error("backup set " + detail::file_quoted(src_dir) + " has a malformed tables.json or schema.json",
                         EINVAL);
     std::vector<detail::SetTable> tables;
     try {

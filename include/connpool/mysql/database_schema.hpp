@@ -57,9 +57,13 @@ inline nlohmann::json show_create(Connection& c, const std::string& kind, const 
     return o;
 }
 
+/// The schema.json format version written: 2 added the events. A reader of version 1 refuses a
+/// version 2 set (naming the version) instead of restoring it without its events.
+inline constexpr int schema_version = 2;
+
 /// Reads the schema of the set's tables and the database's views, triggers, routines and events.
 inline nlohmann::json read_schema(Connection& c, const std::vector<Table>& tables) {
-    nlohmann::json schema = {{"format", "connpool-mysql-set"}, {"version", 1}};
+    nlohmann::json schema = {{"format", "connpool-mysql-set"}, {"version", schema_version}};
     nlohmann::json list = nlohmann::json::array();
     for (const auto& t : tables) list.push_back(show_create(c, "TABLE", t.name, "Create Table"));
     schema["tables"] = std::move(list);
