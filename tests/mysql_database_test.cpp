@@ -13,7 +13,6 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h> // AT_FDCWD
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -35,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "file_tamper.hpp"
 #include "mysql_fixtures.hpp"
 
 namespace {
@@ -362,20 +362,7 @@ TEST_F(MysqlDatabaseJobs, a_table_restore_does_not_read_again_what_the_manifest_
     const fs::path file = dir_ / "set" / "table-0001.tbl";
     ASSERT_TRUE(fs::exists(file));
     const auto flip_in_place = [&](bool keep_mtime) {
-        struct stat st {};
-        ASSERT_EQ(::stat(file.c_str(), &st), 0);
-        {
-            std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-            f.seekg(static_cast<std::streamoff>(st.st_size / 2));
-            char c = 0;
-            f.get(c);
-            f.seekp(static_cast<std::streamoff>(st.st_size / 2));
-            f.put(static_cast<char>(c ^ 0x01));
-        }
-        if (keep_mtime) {
-            const timespec times[2] = {st.st_atim, st.st_mtim};
-            ASSERT_EQ(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
-        }
+        connpool::testing::flip_byte(file, connpool::testing::middle_of(file), keep_mtime);
     };
     MysqlRunner& into = target();
     for (const bool keep_mtime : {true, false}) {

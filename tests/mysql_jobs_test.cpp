@@ -13,7 +13,6 @@
 
 #include <gtest/gtest.h>
 
-#include <fcntl.h> // AT_FDCWD
 #include <sys/stat.h>
 
 #include <chrono>
@@ -25,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "file_tamper.hpp"
 #include "mysql_fixtures.hpp"
 
 namespace {
@@ -277,16 +277,7 @@ TEST_F(MysqlTableJobs, a_file_checked_by_its_caller_skips_the_check_pass_yet_a_c
     const std::string good = slurp_file(file);
     const std::size_t at = good.find("v1500\n");
     ASSERT_NE(at, std::string::npos);
-    struct stat st {};
-    ASSERT_EQ(::stat(file.c_str(), &st), 0);
-    const auto flip = [&] {
-        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-        f.seekp(static_cast<std::streamoff>(at));
-        f.put(static_cast<char>(good[at] ^ 0x01));
-    };
-    flip();
-    const timespec times[2] = {st.st_atim, st.st_mtim};
-    ASSERT_EQ(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
+    ASSERT_NO_FATAL_FAILURE(connpool::testing::flip_byte(file, at));
     ASSERT_EQ(connpool::io::file_identity(file), checked.checked) << "the test needs the identity unchanged";
     EXPECT_EQ(run(my::restore_table(factory(), {"t"}, file, checked)), JobState::failed);
     EXPECT_NE(last_error_.find("checksum"), std::string::npos) << last_error_;

@@ -36,6 +36,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eventually.hpp"
+#include "file_tamper.hpp"
 #include "pg_fixtures.hpp"
 #include "pgbouncer.hpp"
 
@@ -315,18 +316,7 @@ TEST_F(PostgresTableJobs, a_file_checked_by_its_caller_skips_the_check_pass_yet_
     // A byte flipped in place with the modification time put back: same device, inode, size and
     // mtime, so the check pass is skipped; the COPY pass still sees the checksum differ and the
     // restore rolls back.
-    struct stat st {};
-    ASSERT_EQ(::stat(file.c_str(), &st), 0);
-    {
-        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-        f.seekg(static_cast<std::streamoff>(st.st_size / 2));
-        char c = 0;
-        f.get(c);
-        f.seekp(static_cast<std::streamoff>(st.st_size / 2));
-        f.put(static_cast<char>(c ^ 0x01));
-    }
-    const timespec times[2] = {st.st_atim, st.st_mtim};
-    ASSERT_EQ(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
+    ASSERT_NO_FATAL_FAILURE(connpool::testing::flip_byte(file, connpool::testing::middle_of(file)));
     ASSERT_EQ(pg::file_identity(file), checked.checked) << "the test needs the identity unchanged";
     EXPECT_EQ(run(pg::restore_table({"awkward"}, file, checked)), JobState::failed);
     EXPECT_NE(last_error_.find("checksum"), std::string::npos) << last_error_;
@@ -340,14 +330,7 @@ TEST_F(PostgresTableJobs, a_file_checked_by_its_caller_skips_the_check_pass_yet_
 
     // Put right (a new mtime): the identity no longer matches, so the file is checked whole
     // first again, and then restored.
-    {
-        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-        f.seekg(static_cast<std::streamoff>(st.st_size / 2));
-        char c = 0;
-        f.get(c);
-        f.seekp(static_cast<std::streamoff>(st.st_size / 2));
-        f.put(static_cast<char>(c ^ 0x01));
-    }
+    ASSERT_NO_FATAL_FAILURE(connpool::testing::flip_byte(file, connpool::testing::middle_of(file), /*keep_mtime=*/false));
     ASSERT_NE(pg::file_identity(file), checked.checked);
     EXPECT_EQ(run(pg::restore_table({"awkward"}, file, checked)), JobState::succeeded) << last_error_;
     EXPECT_EQ(fingerprint("awkward"), full);
@@ -797,18 +780,7 @@ TEST_F(PostgresDatabaseJobs, a_table_restore_does_not_read_again_what_the_manife
     std::atomic<std::uint64_t> sent{0};
     pg::DatabaseRestoreOptions o;
     o.table_progress = [&](const pg::Table&) -> connpool::ProgressCallback {
-        struct stat st {};
-        EXPECT_EQ(::stat(file.c_str(), &st), 0);
-        {
-            std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-            f.seekg(static_cast<std::streamoff>(st.st_size / 2));
-            char c = 0;
-            f.get(c);
-            f.seekp(static_cast<std::streamoff>(st.st_size / 2));
-            f.put(static_cast<char>(c ^ 0x01));
-        }
-        const timespec times[2] = {st.st_atim, st.st_mtim};
-        EXPECT_EQ(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
+        connpool::testing::flip_byte(file, connpool::testing::middle_of(file));
         return [&](const connpool::Progress& p) { sent = std::max<std::uint64_t>(sent, p.done); };
     };
     auto restore = pg::restore_database(target(), dir_ / "set", o);
