@@ -39,6 +39,7 @@
 #include <variant>
 #include <vector>
 
+#include "../common/database_set.hpp"
 #include "cli.hpp"
 
 namespace {
@@ -56,7 +57,6 @@ extern "C" void on_interrupt(int signal_number) {
     std::signal(signal_number, SIG_DFL); // a second Ctrl-C kills at once
 }
 
-double seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 /// `connect` with another default database.
 my::ConnectOptions with_database(my::ConnectOptions connect, const std::string& database) {
@@ -71,25 +71,6 @@ std::unique_ptr<Pool> make_pool(const monitor::Hub& hub, const my::ConnectOption
                                    .name = name});
     // FactoryOptions' defaults: utf8mb4, LOAD DATA LOCAL through the restore's own handler, no read timeout.
     return std::make_unique<Pool>(my::Factory{connect}, std::move(options));
-}
-
-/// Waits for `op` (Ctrl-C cancels it), feeding its aggregate progress to the sinks as one set;
-/// prints one line about the set; returns whether it succeeded.
-bool wait_and_report(std::FILE* out, const my::DatabaseOperation& op, monitor::SetTracker& set, const char* what,
-                     std::chrono::steady_clock::time_point started) {
-    while (op.progress().tables_done < op.tables().size()) {
-        if (interrupted.load()) op.cancel();
-        set.update(monitor::set_counts(op.progress())); // the JSON-lines sink throttles these
-        std::this_thread::sleep_for(50ms);
-    }
-    const connpool::JobState end = op.wait();
-    const auto p = op.progress();
-    set.end(monitor::set_counts(p), end, op.error());
-    std::fprintf(out, "%s: %zu tables, %s bytes of row data in %.2f s: %s\n", what, p.tables,
-                 monitor::format_count(p.done).c_str(), seconds(std::chrono::steady_clock::now() - started),
-                 std::string(connpool::to_string(end)).c_str());
-    if (end != connpool::JobState::succeeded) std::fprintf(out, "    error: %s\n", monitor::terminal_safe(op.error()).c_str());
-    return end == connpool::JobState::succeeded;
 }
 
 int run(const mydemo::Settings& settings) {
@@ -127,11 +108,7 @@ int run(const mydemo::Settings& settings) {
 
     // ---- 3b. the sinks with threads of their own (after the runners, so they stop first) ----
     examples::ServingSinks serving(hub, settings, human, "mysql_backup"); // --metrics-file, --serve
-    const auto size = monitor::terminal_size(::fileno(human));
-    monitor::TerminalView view(human, {.live = live,
-                                       .width = size ? size->first : 80,
-                                       .height = size ? std::max<std::size_t>(size->second, 4) - 3 : 0,
-                                       .color = monitor::color_allowed()});
+    monitor::TerminalView view(human, examples::terminal_options(human, live));
     std::optional<monitor::TerminalMonitor> screen;
     // The backup's table jobs run on its own runner over the snapshot sessions, not on
     // backup_runner: the view lists them from the operation's handles.
@@ -164,7 +141,7 @@ int run(const mydemo::Settings& settings) {
         auto set = hub.track_set("backup to " + std::filesystem::path(settings.out).filename().string(), connpool::JobKind::backup);
         auto backup = my::backup_database(backup_runner, settings.out, backup_options);
         show(backup);
-        ok = wait_and_report(human, backup, set, "backup", backup_started);
+        ok = examples::wait_and_report(human, backup, set, "backup", "row data", backup_started, interrupted);
     }
 
     // ---- 5. the restore, into a database that must be empty ----
@@ -176,7 +153,7 @@ int run(const mydemo::Settings& settings) {
         auto set = hub.track_set("restore of " + std::filesystem::path(settings.out).filename().string(), connpool::JobKind::restore);
         const auto restored = my::restore_database(*restore_runner, settings.out, restore_options);
         show(restored);
-        ok = wait_and_report(human, restored, set, "restore", restore_started);
+        ok = examples::wait_and_report(human, restored, set, "restore", "row data", restore_started, interrupted);
     }
     if (screen) screen->stop(); // draws the final frame
 
