@@ -115,6 +115,22 @@ TEST_F(IoDurableFile, sweep_removes_unlocked_temps_of_the_destination_only_and_s
     EXPECT_EQ(file_bytes(dir_ / "backup.bin"), "the real file");
 }
 
+TEST_F(IoDurableFile, a_companion_left_without_its_temp_file_is_swept_too) {
+    // A writer or a sweep killed between removing a temp file and removing its companions leaves
+    // the companion alone (seen in the SQLite crash test: ".backup.db.tmp-XXXXXX-wal"); the
+    // next sweep removes it. A live temp file's companions stay.
+    write_file(dir_ / ".backup.bin.tmp-Orphan-wal", "a stale temp database's WAL");
+    write_file(dir_ / ".backup.bin.tmp-Orphan-shm", "its shared memory");
+    write_file(dir_ / ".backup.bin.tmp-Orphan-unknown", "not a companion the caller named");
+    io::TempFile live(dest_, io::Publish::replace, {"-wal", "-shm"});
+    write_file(live.path().string() + "-wal", "the live writer's WAL");
+    EXPECT_EQ(io::remove_stale_temps(dest_, {"-wal", "-shm"}), 0u) << "it counts temp files, not companions";
+    EXPECT_FALSE(fs::exists(dir_ / ".backup.bin.tmp-Orphan-wal"));
+    EXPECT_FALSE(fs::exists(dir_ / ".backup.bin.tmp-Orphan-shm"));
+    EXPECT_TRUE(fs::exists(dir_ / ".backup.bin.tmp-Orphan-unknown"));
+    EXPECT_TRUE(fs::exists(live.path().string() + "-wal")) << "the sweep removed a live writer's companion";
+}
+
 TEST_F(IoDurableFile, the_temp_of_a_sigkilled_writer_is_stale_and_the_sweep_removes_it) {
     int ready[2];
     ASSERT_EQ(::pipe(ready), 0);

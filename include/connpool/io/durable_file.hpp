@@ -12,6 +12,7 @@
 // temp paths are also kept in a registry, so the sweep never opens (and, on close, drops the
 // POSIX locks of) a temp that a database library is writing through its own descriptor.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -164,11 +165,17 @@ inline std::size_t remove_stale_temps(const std::filesystem::path& dest,
     fs::directory_iterator it(dir, ec);
     if (ec) throw Error("cannot list " + detail::quoted(dir) + " for stale temp files: " + ec.message(), ec.value());
     std::size_t removed = 0;
+    std::vector<fs::path> companion_files; // seen while listing; those whose temp file is gone go last
     for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
         const std::string name = it->path().filename().string();
         if (name.rfind(prefix, 0) != 0) continue;
         const std::string rest = name.substr(prefix.size());
-        if (rest.size() != 6) continue; // a companion ("-journal"): removed with its temp file
+        if (rest.size() != 6) { // a companion ("-journal"): removed with its temp file
+            if (std::any_of(companions.begin(), companions.end(),
+                            [&](std::string_view suffix) { return rest.size() == 6 + suffix.size() && rest.substr(6) == suffix; }))
+                companion_files.push_back(it->path());
+            continue;
+        }
         const fs::path path = it->path();
         {
             auto& live = detail::LiveTemps::get();
@@ -183,13 +190,26 @@ inline std::size_t remove_stale_temps(const std::filesystem::path& dest,
             continue;
         }
         // Locked: no one is writing it. Removed while the lock is held, so a writer that raced
-        // us to this very name (impossible with mkstemp, but cheap to rule out) sees it unlinked.
-        if (::unlink(path.c_str()) == 0) ++removed;
+        // us to this very name (impossible with mkstemp, but cheap to rule out) sees it unlinked;
+        // its companions first, so a sweep killed in between leaves the temp file to the next.
         for (const std::string_view suffix : companions) {
             std::error_code ignored;
             fs::remove(path.string() + std::string(suffix), ignored);
         }
+        if (::unlink(path.c_str()) == 0) ++removed;
         ::close(fd);
+    }
+    // A companion whose temp file is gone was left by a writer or a sweep killed between the two
+    // removals (as they were once ordered): no writer is behind it, since a live writer's temp
+    // file exists until its companions are gone.
+    for (const auto& companion : companion_files) {
+        const std::string name = companion.filename().string();
+        const fs::path temp = dir / name.substr(0, prefix.size() + 6);
+        std::error_code missing;
+        if (!fs::exists(fs::symlink_status(temp, missing))) {
+            std::error_code ignored;
+            fs::remove(companion, ignored);
+        }
     }
     return removed;
 }
@@ -250,9 +270,11 @@ public:
     /// Removes the file and its companions unless it was published; releases the lock.
     ~TempFile() {
         if (!published_) {
+            // Companions first: a process killed in between leaves the temp file, which the next
+            // sweep finds (and its companions with it).
             std::error_code ignored;
-            std::filesystem::remove(path_, ignored);
             for (const auto& suffix : companions_) std::filesystem::remove(path_.string() + suffix, ignored);
+            std::filesystem::remove(path_, ignored);
         }
         forget();
         detail::close_quietly(fd_);
