@@ -379,6 +379,37 @@ bool wait_for_running(pg::Connection& c, const std::string& user, const std::str
     return false;
 }
 
+/// The process's peak resident memory so far (VmHWM), in bytes.
+std::uint64_t peak_resident_bytes() {
+    std::ifstream in("/proc/self/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    return 0;
+}
+
+TEST_F(PostgresTableJobs, a_restore_into_a_slow_server_keeps_the_clients_memory_flat) {
+    // 32 MB of rows that the server takes slowly (a trigger sleeps per row): libpq's nonblocking
+    // output buffer grew to hold whatever the file reader had read and the server not yet taken,
+    // the whole file here, and every partial send moved what was left of it.
+    sql().exec("CREATE TABLE wide (id int PRIMARY KEY, pad text)");
+    sql().exec("INSERT INTO wide SELECT i, repeat(md5(i::text), 320) FROM generate_series(1, 3200) i");
+    const fs::path file = dir_ / "wide";
+    pg::TableBackupOptions raw;
+    raw.compression = pg::Compression::none;
+    ASSERT_EQ(run(pg::backup_table({"wide"}, file, raw)), JobState::succeeded) << last_error_;
+    ASSERT_GT(fs::file_size(file), 32'000'000u);
+    sql().exec("CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.0005); "
+               "RETURN NEW; END $$");
+    sql().exec("CREATE TRIGGER slow BEFORE INSERT ON wide FOR EACH ROW EXECUTE FUNCTION slowly()");
+    const std::uint64_t before = peak_resident_bytes();
+    ASSERT_GT(before, 0u);
+    EXPECT_EQ(run(pg::restore_table({"wide"}, file)), JobState::succeeded) << last_error_;
+    const std::uint64_t grown = peak_resident_bytes() - before;
+    EXPECT_LT(grown, 12'000'000u) << "the client's peak memory grew by " << grown << " bytes for a "
+                                  << fs::file_size(file) << "-byte file";
+    EXPECT_EQ(sql().query_value("SELECT count(*) FROM wide"), "3200");
+}
+
 TEST_F(PostgresTableJobs, a_cancel_stops_a_running_backup_copy_on_the_server_and_leaves_no_file) {
     // A policy that takes 20 ms a row makes the COPY last 40 s unless it is cancelled. Policies
     // do not apply to superusers, so the pool logs in as a plain role.
