@@ -108,6 +108,8 @@ CREATE VIEW paid_orders AS SELECT o.id, c.name, o.total FROM orders o JOIN custo
 CREATE TRIGGER count_hit AFTER INSERT ON events FOR EACH ROW
   UPDATE page_hits SET hits = hits + 1 WHERE page = JSON_UNQUOTE(JSON_EXTRACT(NEW.payload, '$.page'));
 CREATE PROCEDURE orders_of(IN who INT) SELECT * FROM orders WHERE customer_id = who;
+CREATE EVENT purge_old_events ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 03:00:00' DISABLE
+  DO DELETE FROM events WHERE at < NOW() - INTERVAL 1 YEAR;
 ANALYZE TABLE customers, orders, order_lines, events, \`Audit Log; 2026\`, page_hits;
 SQL
 echo "shop is $(sql shop "SELECT ROUND(SUM(DATA_LENGTH + INDEX_LENGTH) / 1048576, 1) FROM information_schema.TABLES
@@ -140,7 +142,7 @@ set -e
 if grep -qF "$password" "$work/example.out"; then echo "try.sh: FAILED: the password appeared in the output" >&2; exit 1; fi
 [ "$status" = 0 ] || { echo "try.sh: mysql_backup exited with status $status" >&2; exit 1; }
 
-# ---- compare: every table's rows, engines, the view, the trigger and the procedure ----
+# ---- compare: every table's rows, engines, the view, the trigger, the procedure and the event ----
 echo
 echo "comparing shop and shop_restored"
 failed=0
@@ -156,7 +158,9 @@ objects() {
   sql "$1" "SELECT CONCAT('view ', TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '$1'
             UNION ALL SELECT CONCAT('trigger ', TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '$1'
             UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_NAME) FROM information_schema.ROUTINES
-            WHERE ROUTINE_SCHEMA = '$1' ORDER BY 1" | paste -sd, -
+            WHERE ROUTINE_SCHEMA = '$1' UNION ALL SELECT CONCAT('event ', EVENT_NAME, ' (', STATUS, ', every ',
+            INTERVAL_VALUE, ' ', INTERVAL_FIELD, ')') FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '$1'
+            ORDER BY 1" | paste -sd, -
 }
 if [ "$(objects shop)" = "$(objects shop_restored)" ]; then echo "  objects: same ($(objects shop))"
 else echo "  objects DIFFER: $(objects shop) vs $(objects shop_restored)"; failed=1; fi
