@@ -37,6 +37,7 @@
 
 #include "eventually.hpp"
 #include "file_tamper.hpp"
+#include "sanitizers.hpp"
 #include "pg_fixtures.hpp"
 #include "pgbouncer.hpp"
 
@@ -417,8 +418,11 @@ TEST_F(PostgresTableJobs, a_restore_into_a_slow_server_keeps_the_clients_memory_
     done = true;
     sampler.join();
     const std::uint64_t grown = std::max<std::uint64_t>(most.load(), resident_bytes()) - before;
-    EXPECT_LT(grown, 12'000'000u) << "the client's peak memory grew by " << grown << " bytes for a "
-                                  << fs::file_size(file) << "-byte file";
+    // Sanitizers' allocators keep freed buffers resident (ASan grew 13 MB with the fix); the
+    // whole file queued still shows above three quarters of it.
+    const std::uint64_t bound = connpool::testing::sanitized ? fs::file_size(file) * 3 / 4 : 12'000'000u;
+    EXPECT_LT(grown, bound) << "the client's peak memory grew by " << grown << " bytes for a " << fs::file_size(file)
+                            << "-byte file";
     EXPECT_EQ(sql().query_value("SELECT count(*) FROM wide"), "3200");
 }
 

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "sanitizers.hpp"
 #include "sqlite_fixtures.hpp"
 #include "sqlite_test_names.hpp"
 
@@ -82,17 +83,7 @@ const bool child_started = [] {
     return false;
 }();
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
+using connpool::testing::sanitized;
 
 class SqliteCrash : public ::testing::Test {
 protected:
