@@ -42,6 +42,17 @@ struct FileIdentity {
                         static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
 }
 
+/// Runs `open` (which opens `path` and keeps it open) and returns whether the file it opened is
+/// the one a caller checked: `path` had the identity `checked` both before and after the open,
+/// so it was neither changed nor replaced in between (a reader keeps the inode it opened).
+template <class Open>
+[[nodiscard]] bool opened_as_checked(const std::filesystem::path& path, const std::optional<FileIdentity>& checked,
+                                     Open&& open) {
+    const bool before = checked && file_identity(path) == checked;
+    open();
+    return before && file_identity(path) == checked;
+}
+
 /// One file of a backup set, as the manifest records it.
 struct ManifestEntry {
     /// File name inside the set's directory (no directory part).
@@ -62,6 +73,13 @@ struct Manifest {
     int format_version = current_format_version;
     /// The set's files, in the order they were added.
     std::vector<ManifestEntry> files;
+
+    /// Returns the entry for the file `name`, or nullptr when the manifest does not list it.
+    [[nodiscard]] const ManifestEntry* entry(const std::string& name) const {
+        for (const auto& f : files)
+            if (f.name == name) return &f;
+        return nullptr;
+    }
 };
 
 /// The manifest's file name inside a backup set's directory.

@@ -446,10 +446,9 @@ template <class Runner>
     for (auto& t : tables) {
         for (auto& piece : t.pieces) {
             // A name from the set stays inside it, and the manifest vouches for it.
-            const auto entry = std::find_if(manifest.files.begin(), manifest.files.end(),
-                                            [&](const auto& f) { return f.name == piece.file; });
+            const io::ManifestEntry* entry = manifest.entry(piece.file);
             if (piece.file.empty() || piece.file.find('/') != std::string::npos || piece.file == "." || piece.file == ".." ||
-                entry == manifest.files.end())
+                entry == nullptr)
                 throw io::Error("backup set " + detail::file_quoted(src_dir) + ": the manifest does not list " +
                                     detail::file_quoted(src_dir / piece.file) + ", a file of table " + t.table.quoted(),
                                 EINVAL);

@@ -73,11 +73,7 @@ inline void run_table_restore(const Factory& factory, Connection& c, const Table
     // A file that cannot be used says so (naming it); the connection is untouched and goes back.
     std::optional<TableFileReader> opened;
     try {
-        const bool checked = options.checked && io::file_identity(src) == options.checked;
-        opened.emplace(src);
-        // Checked already unless the file changed before the reader opened it (stat again: the
-        // reader holds the inode it opened, and a replaced file has another).
-        if (!(checked && io::file_identity(src) == options.checked) &&
+        if (!io::opened_as_checked(src, options.checked, [&] { opened.emplace(src); }) &&
             !opened->data().read_data([&](const char*, std::size_t) { return !reporter.stop_requested(); }))
             return;
     } catch (const io::Error& e) {

@@ -452,10 +452,6 @@ template <class Runner>
     detail::require_leader_and_one(pool.stats().max_size, "restore_database");
     detail::check_lock_timeout(options.lock_timeout, "DatabaseRestoreOptions");
     const io::Manifest manifest = io::verify_manifest(src_dir);
-    const auto manifest_entry = [&](const std::string& name) -> const io::ManifestEntry* {
-        const auto it = std::find_if(manifest.files.begin(), manifest.files.end(), [&](const auto& f) { return f.name == name; });
-        return it == manifest.files.end() ? nullptr : &*it;
-    };
     const auto list = nlohmann::json::parse(detail::read_set_file(src_dir / detail::tables_file), nullptr, false);
     const auto sequences =
         nlohmann::json::parse(detail::read_set_file(src_dir / detail::sequences_file), nullptr, false);
@@ -502,7 +498,7 @@ template <class Runner>
         TableRestoreOptions this_table = table_options;
         // The manifest check read the file whole: while it keeps the identity it had then, its
         // table restore need not read it a second time.
-        if (const io::ManifestEntry* entry = manifest_entry(tables[i].file)) this_table.checked = entry->checked;
+        if (const io::ManifestEntry* entry = manifest.entry(tables[i].file)) this_table.checked = entry->checked;
         state->expected.push_back(detail::TableFileReader(src_dir / tables[i].file).data_bytes()); // checked: it opens
         state->handles.push_back(runner.submit(restore_table(tables[i].table, src_dir / tables[i].file, this_table),
                                                [loaded, i, user = std::move(user)](const Progress& p) {

@@ -108,13 +108,11 @@ inline void run_table_restore(Connection& c, const Table& table, const std::file
     PGconn* conn = c.handle();
     run_settled(conn, what, [&] {
         reporter.set_phase("checking the file");
-        const bool checked = options.checked && file_identity(src) == options.checked;
-        TableFileReader reader(src);
-        // Checked already unless the file changed before the reader opened it (stat again: the
-        // reader holds the inode it opened, and a replaced file has another).
-        if (!(checked && file_identity(src) == options.checked) &&
-            !reader.read_data([&](const char*, std::size_t) { return !reporter.stop_requested(); }))
+        std::optional<TableFileReader> opened;
+        if (!io::opened_as_checked(src, options.checked, [&] { opened.emplace(src); }) &&
+            !opened->read_data([&](const char*, std::size_t) { return !reporter.stop_requested(); }))
             return;
+        TableFileReader& reader = *opened;
         const TableFileHeader& header = reader.header();
         reporter.set_total(reader.data_bytes(), "bytes");
 
