@@ -113,12 +113,9 @@ int run(const Settings& settings) {
     std::fprintf(human, "backing up %d live databases through a pool of %d%s\n\n", settings.databases, settings.pool_size,
                  live ? " (Ctrl-C cancels)" : "");
 
-    const auto size = monitor::terminal_size(::fileno(human));
-    monitor::TerminalView view(human, {.live = live,
-                                       .width = size ? size->first : 80,
-                                       .height = size ? std::max<std::size_t>(size->second, 4) - 3 : 0,
-                                       .page_size = page_size,
-                                       .color = monitor::color_allowed()});
+    monitor::TerminalOptions view_options = examples::terminal_options(human, live);
+    view_options.page_size = page_size; // rates of pages in MiB/s
+    monitor::TerminalView view(human, view_options);
     monitor::TerminalMonitor screen(
         view,
         [&] {

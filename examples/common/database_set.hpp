@@ -1,18 +1,13 @@
 #pragma once
 
-// What the two database examples (postgres_backup, mysql_backup) do alike around a set: the
-// terminal view's options for the output they print to, and waiting for a backup_database or
-// restore_database while feeding its aggregate progress to the sinks.
+// What the two database examples (postgres_backup, mysql_backup) do alike around a set: waiting
+// for a backup_database or restore_database while feeding its aggregate progress to the sinks.
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstddef>
 #include <cstdio>
 #include <string>
 #include <thread>
-
-#include <stdio.h> // fileno
 
 #include <connpool/io/backup_set.hpp>
 #include <connpool/jobs.hpp>
@@ -21,16 +16,6 @@
 #include <connpool/monitor/terminal.hpp>
 
 namespace examples {
-
-/// The terminal view's options for `out`: live redraws on a terminal (its width, its height
-/// less three lines for the program's own), plain lines elsewhere, colour unless NO_COLOR.
-inline connpool::monitor::TerminalOptions terminal_options(std::FILE* out, bool live) {
-    const auto size = connpool::monitor::terminal_size(::fileno(out));
-    return {.live = live,
-            .width = size ? size->first : 80,
-            .height = size ? std::max<std::size_t>(size->second, 4) - 3 : 0,
-            .color = connpool::monitor::color_allowed()};
-}
 
 /// Waits for `op` (a set `interrupted` cancels), feeding its aggregate progress to the sinks as
 /// one set; prints one line about it (`data`: what its bytes are, "row data" or "COPY data");

@@ -3,9 +3,11 @@
 // What both examples do the same way: the monitoring flags (--json-lines, --metrics-file,
 // --serve, --linger) on CLI11, and the sinks they ask for, started and stopped in order.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <charconv>
+#include <cstddef>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -15,12 +17,15 @@
 #include <string>
 #include <thread>
 
+#include <stdio.h> // fileno
+
 #include <CLI/CLI.hpp>
 
 #include <connpool/monitor/http.hpp>
 #include <connpool/monitor/hub.hpp>
 #include <connpool/monitor/json_lines.hpp>
 #include <connpool/monitor/prometheus.hpp>
+#include <connpool/monitor/terminal.hpp>
 
 namespace examples {
 
@@ -45,6 +50,16 @@ inline CLI::Validator whole_number(int min, int max, bool allow_minus_one = fals
             return "invalid value '" + text + "': " + expected;
         },
         std::to_string(min) + "-" + std::to_string(max) + (allow_minus_one ? " or -1" : ""));
+}
+
+/// The terminal view's options for `out`: live redraws on a terminal (its width, its height
+/// less three lines for the program's own), plain lines elsewhere, colour unless NO_COLOR.
+inline connpool::monitor::TerminalOptions terminal_options(std::FILE* out, bool live) {
+    const auto size = connpool::monitor::terminal_size(::fileno(out));
+    return {.live = live,
+            .width = size ? size->first : 80,
+            .height = size ? std::max<std::size_t>(size->second, 4) - 3 : 0,
+            .color = connpool::monitor::color_allowed()};
 }
 
 /// Adds the four flags to `app`; `serve_text` receives --serve's text (see finish_monitoring_flags).

@@ -57,7 +57,6 @@ extern "C" void on_interrupt(int signal_number) {
     std::signal(signal_number, SIG_DFL); // a second Ctrl-C kills at once
 }
 
-
 /// `connect` with another default database.
 my::ConnectOptions with_database(my::ConnectOptions connect, const std::string& database) {
     connect.database = database;

@@ -53,7 +53,6 @@ extern "C" void on_interrupt(int signal_number) {
     std::signal(signal_number, SIG_DFL); // a second Ctrl-C kills at once
 }
 
-
 /// ---- 1. a pool of N+1 connections to one database ----
 std::unique_ptr<Pool> make_pool(const monitor::Hub& hub, const std::string& conninfo, int jobs, const char* name) {
     pg::FactoryOptions factory{.application_name = "connpool postgres_backup"}; // shown in pg_stat_activity
