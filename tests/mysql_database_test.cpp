@@ -686,6 +686,134 @@ TEST_F(MysqlDatabaseJobs, a_restore_whose_view_cannot_be_created_fails_and_leave
     EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()"), "0");
 }
 
+TEST(MysqlDefiner, the_definer_clause_is_found_in_the_head_of_each_kind_of_create_statement) {
+    using my::detail::find_definer;
+    using my::detail::without_definer;
+    const std::string view = "CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS select 1";
+    ASSERT_TRUE(find_definer(view));
+    EXPECT_EQ(find_definer(view)->account, "root@localhost");
+    EXPECT_EQ(without_definer(view), "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1");
+    EXPECT_EQ(find_definer("CREATE DEFINER=`we``ird`@`h\"st` PROCEDURE `p`() BEGIN END")->account, "we`ird@h\"st");
+    EXPECT_EQ(find_definer("CREATE DEFINER=`a role` FUNCTION f() RETURNS INT RETURN 1")->account, "a role");
+    EXPECT_EQ(find_definer("create definer = 'it''s'@'%' trigger t before insert on x for each row set @a = 1")->account,
+              "it's@%");
+    EXPECT_EQ(find_definer("CREATE DEFINER=CURRENT_USER() EVENT e ON SCHEDULE EVERY 1 DAY DO DO 1")->account, "CURRENT_USER");
+    EXPECT_EQ(without_definer("CREATE DEFINER=`u`@`%` EVENT `e` ON SCHEDULE EVERY 1 DAY DO DO 1"),
+              "CREATE EVENT `e` ON SCHEDULE EVERY 1 DAY DO DO 1");
+    // Only the head counts: a body that mentions DEFINER is not a clause, nor is a statement without one.
+    const std::string body = "CREATE VIEW `v` AS SELECT 'DEFINER=`x`@`y`' AS a";
+    EXPECT_FALSE(find_definer(body));
+    EXPECT_EQ(without_definer(body), body);
+    EXPECT_FALSE(find_definer("CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET @DEFINER = 1"));
+    EXPECT_FALSE(find_definer("DROP VIEW v"));
+    EXPECT_FALSE(find_definer("CREATE DEFINER=`unterminated@x VIEW v AS SELECT 1"));
+}
+
+/// A set whose objects were created by the test user, and a second user who may do anything in
+/// the target database but not give objects to another account.
+class MysqlDatabaseDefiners : public MysqlDatabaseJobs {
+protected:
+    void SetUp() override {
+        MysqlDatabaseJobs::SetUp();
+        if (IsSkipped()) return;
+        sql().exec("CREATE TABLE t (id INT PRIMARY KEY, n INT); INSERT INTO t VALUES (1, 10), (2, 20)");
+        sql().exec("CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(20))");
+        sql().exec("CREATE SQL SECURITY DEFINER VIEW v AS SELECT SUM(n) AS total FROM t");
+        sql().exec("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW INSERT INTO audit (what) VALUES (NEW.id)");
+        sql().exec("CREATE PROCEDURE p(OUT x INT) SELECT COUNT(*) INTO x FROM t");
+        sql().exec("CREATE FUNCTION f(x INT) RETURNS INT DETERMINISTIC RETURN x + 1");
+        sql().exec("CREATE EVENT e ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM audit");
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+        target();
+        user_ = "r" + db_;
+        auto root = server().root();
+        root.exec("CREATE USER '" + user_ + "'@'%' IDENTIFIED BY 'another-Pa55'");
+        root.exec("GRANT ALL PRIVILEGES ON " + target_ + ".* TO '" + user_ + "'@'%'");
+    }
+    void TearDown() override {
+        restorer_runner_.reset();
+        restorer_pool_.reset();
+        if (!user_.empty()) {
+            try {
+                server().root().exec("DROP USER IF EXISTS '" + user_ + "'@'%'");
+            } catch (const std::exception&) {
+            }
+        }
+        MysqlDatabaseJobs::TearDown();
+    }
+
+    /// A runner whose connections to the target log in as the second user.
+    MysqlRunner& restorer() {
+        my::ConnectOptions as = server().tcp(target_);
+        as.user = user_;
+        as.password = "another-Pa55";
+        restorer_pool_.emplace(my::Factory(as), mysql_pool_options(3));
+        restorer_runner_.emplace(*restorer_pool_);
+        return *restorer_runner_;
+    }
+
+    std::string user_;
+    std::optional<MysqlPool> restorer_pool_;
+    std::optional<MysqlRunner> restorer_runner_;
+};
+
+TEST_F(MysqlDatabaseDefiners, a_restore_as_a_user_who_may_not_keep_the_definers_is_refused_before_any_table_is_touched) {
+    try {
+        auto restore = my::restore_database(restorer(), dir_ / "set");
+        FAIL() << "started: " << connpool::to_string(restore.wait()) << " " << restore.error();
+    } catch (const my::Error& e) {
+        EXPECT_EQ(e.code(), 1227u) << e.what();
+        const std::string what = e.what();
+        EXPECT_NE(what.find("DEFINER=`connpool`@`%`"), std::string::npos) << what;
+        EXPECT_NE(what.find("Definers::current_user"), std::string::npos) << what;
+        EXPECT_NE(what.find("nothing was changed"), std::string::npos) << what;
+    }
+    my::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"), "0");
+    EXPECT_EQ(restorer_pool_->stats().in_use, 0u);
+}
+
+TEST_F(MysqlDatabaseDefiners, with_definers_current_user_the_restoring_user_defines_every_object_and_they_work) {
+    my::DatabaseRestoreOptions options;
+    options.definers = my::Definers::current_user;
+    auto restore = my::restore_database(restorer(), dir_ / "set", options);
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    my::Connection t = target_sql();
+    for (const auto& [table, schema_column] : std::vector<std::pair<std::string, std::string>>{
+             {"VIEWS", "TABLE_SCHEMA"}, {"TRIGGERS", "TRIGGER_SCHEMA"}, {"ROUTINES", "ROUTINE_SCHEMA"}, {"EVENTS", "EVENT_SCHEMA"}})
+        EXPECT_EQ(t.query_value("SELECT GROUP_CONCAT(DISTINCT DEFINER) FROM information_schema." + table + " WHERE " +
+                                schema_column + " = DATABASE()"),
+                  user_ + "@%")
+            << table;
+    EXPECT_EQ(t.query_value("SELECT total FROM v"), "30");
+    t.exec("INSERT INTO t VALUES (3, 30)");
+    EXPECT_EQ(t.query_value("SELECT what FROM audit"), "3");
+    t.exec("CALL p(@x)");
+    EXPECT_EQ(t.query_value("SELECT @x"), "3");
+    EXPECT_EQ(t.query_value("SELECT f(41)"), "42");
+    EXPECT_EQ(t.query_value("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()"), "DISABLED");
+}
+
+TEST_F(MysqlDatabaseDefiners, a_user_who_may_give_objects_to_another_account_keeps_the_sets_definers) {
+    // A view of the second user's: the test user (ALL ON *.*, so SET USER) restores it as it is.
+    sql().exec("CREATE DEFINER='" + user_ + "'@'%' SQL SECURITY INVOKER VIEW w AS SELECT COUNT(*) AS n FROM t");
+    auto backup = my::backup_database(runner(), dir_ / "set2");
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    auto restore = my::restore_database(*target_runner_, dir_ / "set2");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    my::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'w'"),
+              user_ + "@%");
+    EXPECT_EQ(t.query_value("SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'v'"),
+              "connpool@%");
+    EXPECT_EQ(t.query_value("SELECT n FROM w"), "2");
+    // The probe that asked the server left nothing behind.
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME "
+                            "LIKE '#connpool%'"),
+              "0");
+}
+
 TEST_F(MysqlDatabaseJobs, a_chosen_table_that_does_not_exist_is_refused_before_anything_is_written) {
     sql().exec("CREATE TABLE t (id INT)");
     my::DatabaseBackupOptions options;

@@ -30,6 +30,7 @@ struct Settings : examples::MonitoringFlags { // --json-lines, --metrics-file, -
     int jobs = 2;                               ///< tables copied at once; the pool has jobs + 1 connections
     std::string restore_into;                   ///< with --restore-into: an empty database on the same server
     bool compress = true;                       ///< zstd (level 1) or none
+    bool definers_mine = false;                 ///< --definers current-user: the restoring user defines the objects
 };
 
 inline constexpr std::string_view description =
@@ -98,6 +99,12 @@ inline std::variant<Settings, int> parse_command_line(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--restore-into", s.restore_into, "then restore the set into this empty database on the same server")
         ->type_name("DATABASE");
+    std::string definers = "keep";
+    app.add_option("--definers", definers,
+                   "whose rights the restored views, triggers, routines and events run with: the set's DEFINERs "
+                   "(keep; another account's needs SET USER) or the restoring user's (current-user)")
+        ->check(CLI::IsMember({"keep", "current-user"}))
+        ->capture_default_str();
     std::string compression = "zstd";
     app.add_option("--compression", compression, "compression of the table files")
         ->check(CLI::IsMember({"zstd", "none"}))
@@ -113,6 +120,7 @@ inline std::variant<Settings, int> parse_command_line(int argc, char** argv) {
         }))
         return *end;
     s.compress = compression == "zstd";
+    s.definers_mine = definers == "current-user";
     if (const std::string error = examples::finish_monitoring_flags(app, s, serve); !error.empty())
         return examples::usage_error("mysql_backup", error);
     if (c.user.empty()) return examples::usage_error("mysql_backup", "no --user, and USER is not set");

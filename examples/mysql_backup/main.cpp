@@ -148,6 +148,7 @@ int run(const mydemo::Settings& settings) {
         std::fprintf(human, "restoring '%s' into %s\n", settings.out.c_str(), into.c_str());
         my::DatabaseRestoreOptions restore_options;
         restore_options.table_progress = [&hub](const my::Table&) { return hub.track(); };
+        if (settings.definers_mine) restore_options.definers = my::Definers::current_user;
         const auto restore_started = std::chrono::steady_clock::now();
         auto set = hub.track_set("restore of " + std::filesystem::path(settings.out).filename().string(), connpool::JobKind::restore);
         const auto restored = my::restore_database(*restore_runner, settings.out, restore_options);

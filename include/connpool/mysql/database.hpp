@@ -31,7 +31,9 @@
 //
 // Under the lock the leader also records the schema (schema.json): SHOW CREATE TABLE of every
 // table, and of the database's views, triggers, stored procedures, functions and events, each
-// with the sql_mode and character set it was created with (users and grants are not copied), and
+// with the sql_mode, character set and DEFINER it was created with (users and grants are not
+// copied; a restore keeps the DEFINERs or, with Definers::current_user, gives every object to the
+// restoring user), and
 // the binary log position (metadata.json) for point-in-time recovery. The manifest is written
 // last, only when every table succeeded.
 //
@@ -79,6 +81,7 @@
 #include "connection.hpp"
 #include "database_plan.hpp"
 #include "database_schema.hpp"
+#include "definer.hpp"
 #include "error.hpp"
 #include "factory.hpp"
 #include "table.hpp"
@@ -113,10 +116,23 @@ struct DatabaseBackupOptions {
     std::function<ProgressCallback(const Table&)> table_progress{};
 };
 
+/// Whose rights the restored views, triggers, routines and events run with.
+enum class Definers {
+    /// As the set says (DEFINER=`user`@`host` of the source). Naming another account than the
+    /// restoring user's needs SET USER (or SUPER): without it the restore is refused before any
+    /// table is touched, saying so.
+    keep,
+    /// The restoring user's (the DEFINER clauses are dropped, as myloader --skip-definer does):
+    /// for a restore as another user or onto another server. SQL SECURITY stays as it was.
+    current_user,
+};
+
 /// How restore_database() loads. Every field has a default.
 struct DatabaseRestoreOptions {
     /// Passed to each table's restore (TableRestoreOptions::lock_timeout). Default 1 s.
     std::chrono::seconds lock_timeout{1};
+    /// Whose rights the set's views, triggers, routines and events get. Default Definers::keep.
+    Definers definers = Definers::keep;
     /// As DatabaseBackupOptions::table_progress, for each table's restore job. Default none.
     std::function<ProgressCallback(const Table&)> table_progress{};
 };
@@ -456,6 +472,9 @@ template <class Runner>
             piece.checked = entry->checked; // read whole by the manifest check: the restore need not read it twice
         }
     }
+    if (options.definers == Definers::current_user)
+        for (const char* section : {"views", "routines", "triggers", "events"})
+            for (auto& o : schema.at(section)) o["sql"] = detail::without_definer(o.at("sql").get<std::string>());
     for (std::size_t i = 0; i < tables.size(); ++i)
         if (schema.at("tables")[i].at("name").get<std::string>() != tables[i].table.name)
             throw io::Error("backup set " + detail::file_quoted(src_dir) +
@@ -520,10 +539,11 @@ template <class Runner>
                             "events (drop them, or use another database); nothing was changed",
                         1050, "42S01");
         }
+        const std::string run = detail::loading_run_id();
+        if (options.definers == Definers::keep) detail::check_definers(c, schema, detail::loading_name(run, 0), what);
         // The tables load under names of their own and take their real names together at the end
         // (one RENAME TABLE, atomic), so until then the database has none of them, even after a crash.
         c.exec("SET SESSION foreign_key_checks = 0");
-        const std::string run = detail::loading_run_id();
         for (std::size_t i = 0; i < tables.size(); ++i) {
             nlohmann::json object = schema.at("tables")[i];
             const std::string name = detail::loading_name(run, i + 1);
@@ -542,7 +562,9 @@ template <class Runner>
         }
         unlock(c);
         leader->discard();
-        if (const auto* my = dynamic_cast<const Error*>(&e); my != nullptr && my->code() == 1050) throw;
+        // Refusals that name what is wrong with the target (its objects, the definers) go as they are.
+        if (const auto* my = dynamic_cast<const Error*>(&e); my != nullptr && (my->code() == 1050 || my->code() == 1227))
+            throw;
         throw Error(what + ": creating the tables failed (none was kept): " + e.what(), 0, "");
     }
 
@@ -599,6 +621,9 @@ template <class Runner>
             } catch (const std::exception& e) {
                 end = JobState::failed;
                 error = what + ": " + step + " failed: " + e.what();
+                if (const auto* my = dynamic_cast<const Error*>(&e); my != nullptr && my->code() == 1227)
+                    error += " (the set's objects keep their DEFINER: restore as a user with SET USER or SUPER, or "
+                             "with DatabaseRestoreOptions::definers = Definers::current_user)";
             }
         }
         if (end != JobState::succeeded) {

@@ -6,6 +6,8 @@
 // read in) (schema.json), and the binary log position (metadata.json);
 // and how a restore runs those statements again, its tables loading under names of their own.
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -15,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "connection.hpp"
+#include "definer.hpp"
 #include "error.hpp"
 #include "table.hpp"
 
@@ -175,16 +178,54 @@ inline std::string restore_lock_name(const std::string& database) {
     return name;
 }
 
-/// Drops the tables a crashed restore into the connection's database was loading (the caller
-/// holds restore_lock_name(), so none of them belongs to a restore still running).
+/// Drops the tables a crashed restore into the connection's database was loading, and its
+/// definer probe (a view), if it left one (the caller holds restore_lock_name(), so none of them
+/// belongs to a restore still running).
 inline void drop_leftovers(Connection& c) {
-    const Rows r = c.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
-                           "LEFT(TABLE_NAME, " + std::to_string(std::char_traits<char>::length(loading_prefix)) +
+    const Rows r = c.query("SELECT TABLE_NAME, TABLE_TYPE = 'VIEW' FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                           "DATABASE() AND LEFT(TABLE_NAME, " + std::to_string(std::char_traits<char>::length(loading_prefix)) +
                            ") = " + c.quote_string(loading_prefix));
     if (r.empty()) return;
     c.exec("SET SESSION foreign_key_checks = 0");
-    for (const auto& row : r.rows) c.exec("DROP TABLE IF EXISTS " + quote_identifier(row[0].value_or("")));
+    for (const auto& row : r.rows)
+        c.exec(std::string(row[1] == "1" ? "DROP VIEW IF EXISTS " : "DROP TABLE IF EXISTS ") +
+               quote_identifier(row[0].value_or("")));
     c.exec("SET SESSION foreign_key_checks = 1");
+}
+
+/// Refuses, before anything is restored, a set whose views, triggers, routines or events name a
+/// DEFINER the connection's user may not give (another account, without SET USER or SUPER): they
+/// would fail only after every table was loaded. The server decides, through a probe view named
+/// `probe` created with that definer and dropped at once; a probe refused for another reason (no
+/// CREATE VIEW privilege, say) decides nothing, and the objects' own creation will tell.
+inline void check_definers(Connection& c, const nlohmann::json& schema, const std::string& probe, const std::string& what) {
+    const std::string me = c.query_value("SELECT CURRENT_USER()").value_or("");
+    std::vector<std::string> tried;
+    for (const char* section : {"views", "routines", "triggers", "events"}) {
+        for (const auto& o : schema.at(section)) {
+            const std::string sql = o.at("sql").get<std::string>();
+            const auto clause = find_definer(sql);
+            if (!clause || clause->account == "CURRENT_USER" || clause->account == me) continue;
+            const std::string definer = sql.substr(clause->begin, clause->end - clause->begin);
+            if (std::find(tried.begin(), tried.end(), definer) != tried.end()) continue;
+            tried.push_back(definer);
+            try {
+                c.exec("CREATE " + definer + " SQL SECURITY INVOKER VIEW " + quote_identifier(probe) + " AS SELECT 1");
+                c.exec("DROP VIEW " + quote_identifier(probe));
+            } catch (const Error& e) {
+                if (e.code() != 1227) continue; // ER_SPECIFIC_ACCESS_DENIED_ERROR: "you need SET USER or SUPER"
+                std::string kind = section == std::string("routines") ? o.value("kind", "routine") : section;
+                if (kind.back() == 's') kind.pop_back();
+                for (auto& ch : kind) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+                throw Error(what + ": the set's " + kind + " " + quote_identifier(o.at("name").get<std::string>()) +
+                                " has " + definer + ", and " + me +
+                                " may not create objects for another account (it needs SET USER or SUPER); restore "
+                                "with DatabaseRestoreOptions::definers = Definers::current_user to make the restoring "
+                                "user their definer, or as a user who may; nothing was changed",
+                            1227, "42000");
+            }
+        }
+    }
 }
 
 /// Returns SHOW CREATE TABLE's statement `sql` for table `name` creating `new_name` instead.
