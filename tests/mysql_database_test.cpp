@@ -622,9 +622,19 @@ TEST_F(MysqlDatabaseJobs, a_restore_killed_at_any_moment_leaves_none_of_the_tabl
         const std::string there = t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
                                                 "DATABASE() AND TABLE_NAME IN ('big', 'small')").value_or("");
         if (there == "2") {
-            // The new state: whole (the view may be missing only if the kill came after the rename).
+            // The new state: whole. A kill after the rename may have come before the view: the
+            // next restore creates it from the journal, then refuses to restore over the tables.
             EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM big"), "100000");
             EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM small"), "2");
+            try {
+                auto again = my::restore_database(into, dir_ / "set");
+                ADD_FAILURE() << "restored over the tables";
+            } catch (const my::Error& e) {
+                EXPECT_EQ(e.code(), 1050u) << e.what();
+            }
+            EXPECT_EQ(t.query_value("SELECT n FROM v"), "100000");
+            EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"), "3")
+                << "big, small and v, no loading table or journal left";
         } else {
             EXPECT_EQ(there, "0") << "some of the tables have their names";
         }
@@ -643,6 +653,86 @@ TEST_F(MysqlDatabaseJobs, a_restore_killed_at_any_moment_leaves_none_of_the_tabl
     std::printf("restore crash: %d killed (%d leaving loading tables), %d finished before the kill\n", killed, leftovers,
                 finished);
     EXPECT_GT(killed, 0);
+}
+
+TEST_F(MysqlDatabaseJobs, a_restore_killed_after_its_rename_is_finished_by_the_next_one) {
+    // The set's view reads a table of another database, which this test holds locked: the
+    // killed restore has renamed its tables and created its procedure, and waits to create the
+    // view, when it dies. Its trigger and event come after the view, so they are missing too.
+    const std::string other = db_ + "_x";
+    server().root().exec("CREATE DATABASE " + other + "; CREATE TABLE " + other + ".x (a INT); INSERT INTO " + other +
+                         ".x VALUES (7)");
+    struct DropOther {
+        std::string name;
+        ~DropOther() {
+            try {
+                MariadbServer::instance().root().exec("DROP DATABASE IF EXISTS " + name);
+            } catch (const std::exception&) {
+            }
+        }
+    } drop_other{other};
+    sql().exec("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO t VALUES (1), (2)");
+    sql().exec("CREATE TABLE audit (what INT) ENGINE=InnoDB");
+    sql().exec("CREATE PROCEDURE p() SELECT 1");
+    sql().exec("CREATE VIEW v AS SELECT a FROM " + other + ".x");
+    sql().exec("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW INSERT INTO audit VALUES (NEW.id)");
+    sql().exec("CREATE EVENT e ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM audit");
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set");
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    MysqlRunner& into = target();
+    my::Connection t = target_sql();
+    my::Connection locker = server().root();
+    locker.exec("LOCK TABLES " + other + ".x WRITE");
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        const std::string spec = std::to_string(server().tcp().port) + " " + target_ + " " + (dir_ / "set").string();
+        ::setenv(crash_child_env, spec.c_str(), 1);
+        ::setenv("MYSQL_PWD", MariadbServer::password, 1);
+        const char* argv[] = {"mysql_database_test", "--gtest_list_tests", nullptr};
+        ::execv("/proc/self/exe", const_cast<char* const*>(argv));
+        std::_Exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    std::optional<std::string> waiting;
+    for (int i = 0; i < 600 && !waiting; ++i) {
+        waiting = t.query_value("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '" + target_ +
+                                "' AND INFO LIKE 'CREATE%VIEW%' AND STATE LIKE 'Waiting for table metadata lock%'");
+        if (!waiting) std::this_thread::sleep_for(50ms);
+    }
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    ASSERT_TRUE(waiting) << "the child never reached the view";
+    // A crash takes the session with it (the server would otherwise finish its statement, and
+    // its restore lock would hold the next restore off until then).
+    server().root().exec("KILL " + *waiting);
+    locker.exec("UNLOCK TABLES");
+    const auto count = [&](const std::string& table, const std::string& where) {
+        return t.query_value("SELECT COUNT(*) FROM information_schema." + table + " WHERE " + where).value_or("");
+    };
+    EXPECT_EQ(count("TABLES", "TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('t', 'audit')"), "2");
+    EXPECT_EQ(count("TABLES", "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'v'"), "0");
+    EXPECT_EQ(count("TRIGGERS", "EVENT_OBJECT_SCHEMA = DATABASE()"), "0");
+    EXPECT_EQ(count("TABLES", "TABLE_SCHEMA = DATABASE() AND TABLE_NAME LIKE '#connpool-restore-%-finish'"), "1");
+
+    // The next restore finishes it (the objects it had left), then refuses to restore over it.
+    try {
+        auto again = my::restore_database(into, dir_ / "set");
+        FAIL() << "restored over the finished restore";
+    } catch (const my::Error& e) {
+        EXPECT_EQ(e.code(), 1050u) << e.what();
+    }
+    EXPECT_EQ(t.query_value("SELECT a FROM v"), "7");
+    EXPECT_EQ(count("ROUTINES", "ROUTINE_SCHEMA = DATABASE() AND ROUTINE_NAME = 'p'"), "1");
+    EXPECT_EQ(count("TRIGGERS", "EVENT_OBJECT_SCHEMA = DATABASE() AND TRIGGER_NAME = 'tr'"), "1");
+    EXPECT_EQ(count("EVENTS", "EVENT_SCHEMA = DATABASE() AND EVENT_NAME = 'e'"), "1");
+    EXPECT_EQ(count("TABLES", "TABLE_SCHEMA = DATABASE() AND TABLE_NAME LIKE '#connpool%'"), "0");
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM t"), "2");
+    t.exec("INSERT INTO t VALUES (3)");
+    EXPECT_EQ(t.query_value("SELECT what FROM audit"), "3");
 }
 
 TEST_F(MysqlDatabaseJobs, a_second_restore_into_the_same_database_is_refused_while_one_runs) {

@@ -44,9 +44,13 @@
 // (one restore_table job per file, largest first, each in its own transaction), and, when every
 // table succeeded, given their names by one RENAME TABLE (atomic: the database never shows some
 // of them), and the routines, views, triggers and events are created (triggers and events last,
-// so the loaded rows did not fire them and no event ran before its tables were whole). The leader holds a user lock (GET_LOCK) for the database throughout: a
-// second restore into it is refused, and the next restore drops the loading tables a crashed one
-// left. A failing table fails the set, naming it; a failed or
+// so the loaded rows did not fire them and no event ran before its tables were whole). The
+// objects cannot be created before the RENAME (a view needs its tables' names), so the RENAME
+// also renames a journal table listing them from "-pending" to "-finish", dropped once they all
+// exist: a restore killed in between is finished by the next restore into the database, before
+// it does anything else (detail::recover_leftovers). The leader holds a user lock (GET_LOCK) for
+// the database throughout: a second restore into it is refused, and the next restore drops the
+// loading tables a crashed one left. A failing table fails the set, naming it; a failed or
 // cancelled set drops every table and object it created (the target had none of them), so the
 // database is as it was and the restore can run again.
 //
@@ -487,6 +491,7 @@ template <class Runner>
     Connection& c = **leader;
     const std::string what = "restore of " + detail::file_quoted(src_dir) + " into " + c.where();
     std::vector<std::string> loading; // the tables' names while they load (detail::loading_name)
+    const std::string run = detail::loading_run_id();
     // One restore into a database at a time: the lock goes with the leader's connection, so a
     // restore that crashed has released it, and the tables it was loading are its leftovers. The
     // server frees a closed connection's lock a moment after the close, hence the short wait;
@@ -511,7 +516,7 @@ template <class Runner>
         }
     };
     try {
-        detail::drop_leftovers(c);
+        detail::recover_leftovers(c);
         // Every object the set creates must be new: one already there would fail the set half-way.
         const auto names_of = [&](const char* section) {
             std::string names;
@@ -539,7 +544,6 @@ template <class Runner>
                             "events (drop them, or use another database); nothing was changed",
                         1050, "42S01");
         }
-        const std::string run = detail::loading_run_id();
         if (options.definers == Definers::keep) detail::check_definers(c, schema, detail::loading_name(run, 0), what);
         // The tables load under names of their own and take their real names together at the end
         // (one RENAME TABLE, atomic), so until then the database has none of them, even after a crash.
@@ -585,38 +589,39 @@ template <class Runner>
         state->handles.push_back(runner.submit(Job<Connection>{detail::piece_name(t, ref.piece), JobKind::restore, std::move(run)},
                                                options.table_progress ? options.table_progress(t.table) : ProgressCallback{}));
     }
-    state->finisher = std::thread([state_ptr = state.get(), leader, schema, what, tables, loading = std::move(loading),
-                                   unlock] {
+    nlohmann::json objects = nlohmann::json::object(); // what the journal keeps (detail::recover_leftovers)
+    for (const char* section : {"routines", "views", "triggers", "events"}) objects[section] = schema.at(section);
+    state->finisher = std::thread([state_ptr = state.get(), leader, objects = std::move(objects), what, tables,
+                                   loading = std::move(loading), run, unlock] {
         auto [end, error] = io::detail::wait_tables(state_ptr->handles);
         Connection& conn = **leader;
         std::vector<std::string> undo; // DROP statements for what the set created, newest first
         for (const auto& name : loading) undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + quote_identifier(name));
         if (end == JobState::succeeded) {
             const char* step = "giving the tables their names";
+            // The objects come after the RENAME (views need the tables' names), so the journal
+            // of what is left to create takes the RENAME with it: a restore interrupted after it
+            // is finished by the next one (detail::recover_leftovers), never left half-way.
+            const std::string pending = detail::journal_name(run, "pending"), finish = detail::journal_name(run, "finish");
             try {
+                undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + quote_identifier(pending));
+                detail::write_journal(conn, pending, objects);
                 std::string rename;
                 for (std::size_t i = 0; i < tables.size(); ++i)
                     rename += (rename.empty() ? "RENAME TABLE " : ", ") + quote_identifier(loading[i]) + " TO " +
                               tables[i].table.quoted();
-                if (!rename.empty()) conn.exec(rename);
+                rename += (rename.empty() ? "RENAME TABLE " : ", ") + quote_identifier(pending) + " TO " + quote_identifier(finish);
+                conn.exec(rename);
                 undo.clear();
                 for (const auto& t : tables) undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + t.table.quoted());
+                undo.insert(undo.begin(), "DROP TABLE IF EXISTS " + quote_identifier(finish));
                 step = "creating the routines, views, triggers and events";
-                for (const auto& r : schema.at("routines")) {
-                    detail::create_object(conn, r);
-                    undo.insert(undo.begin(), "DROP " + r.at("kind").get<std::string>() + " IF EXISTS " +
-                                                  quote_identifier(r.at("name").get<std::string>()));
-                }
-                detail::create_views(conn, schema.at("views"), [&](const std::string& name) {
-                    undo.insert(undo.begin(), "DROP VIEW IF EXISTS " + quote_identifier(name));
-                });
-                for (const auto& t : schema.at("triggers")) {
-                    detail::create_object(conn, t);
-                    undo.insert(undo.begin(), "DROP TRIGGER IF EXISTS " + quote_identifier(t.at("name").get<std::string>()));
-                }
-                for (const auto& e : schema.at("events")) {
-                    detail::create_object(conn, e);
-                    undo.insert(undo.begin(), "DROP EVENT IF EXISTS " + quote_identifier(e.at("name").get<std::string>()));
+                detail::create_set_objects(conn, objects, /*skip_existing=*/false,
+                                           [&](std::string drop) { undo.insert(undo.begin(), std::move(drop)); });
+                try {
+                    conn.exec("DROP TABLE " + quote_identifier(finish)); // the database is whole: nothing left to do
+                } catch (const std::exception&) {
+                    // Every object exists, so the next restore finds nothing to finish and drops it.
                 }
             } catch (const std::exception& e) {
                 end = JobState::failed;

@@ -178,18 +178,99 @@ inline std::string restore_lock_name(const std::string& database) {
     return name;
 }
 
-/// Drops the tables a crashed restore into the connection's database was loading, and its
-/// definer probe (a view), if it left one (the caller holds restore_lock_name(), so none of them
-/// belongs to a restore still running).
-inline void drop_leftovers(Connection& c) {
+/// Returns the name of a restore's journal: "-pending" while its tables load, "-finish" once the
+/// RENAME that gives them their names has renamed it too (see create_set_objects).
+inline std::string journal_name(const std::string& run, const char* stage) {
+    return std::string(loading_prefix) + run + "-" + stage;
+}
+
+/// Writes the journal table `name`: the set's routines, views, triggers and events (`objects`,
+/// one JSON document), which a restore interrupted after its RENAME has still to create.
+inline void write_journal(Connection& c, const std::string& name, const nlohmann::json& objects) {
+    c.exec("CREATE TABLE " + quote_identifier(name) + " (objects LONGTEXT NOT NULL) ENGINE=InnoDB CHARACTER SET utf8mb4");
+    c.exec("INSERT INTO " + quote_identifier(name) + " VALUES (" + c.quote_string(objects.dump()) + ")");
+}
+
+/// Returns whether the connection's database has the object `o` of `section` (by its name).
+inline bool object_exists(Connection& c, const std::string& section, const nlohmann::json& o) {
+    const std::string name = c.quote_string(o.at("name").get<std::string>());
+    std::string sql;
+    if (section == "routines")
+        sql = "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE = " +
+              c.quote_string(o.value("kind", "PROCEDURE")) + " AND ROUTINE_NAME = " + name;
+    else if (section == "views")
+        sql = "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = " + name;
+    else if (section == "triggers")
+        sql = "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND TRIGGER_NAME = " + name;
+    else
+        sql = "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE() AND EVENT_NAME = " + name;
+    return c.query_value(sql) != "0";
+}
+
+/// Creates the set's routines, views (in an order that works), triggers and events, from
+/// `objects` (routines, views, triggers, events as schema.json has them), telling `created` the
+/// DROP statement of each; with `skip_existing`, one the database already has is left as it is
+/// (finishing an interrupted restore, which may have created some).
+inline void create_set_objects(Connection& c, const nlohmann::json& objects, bool skip_existing,
+                               const std::function<void(std::string)>& created) {
+    const auto missing = [&](const char* section) {
+        nlohmann::json left = nlohmann::json::array();
+        for (const auto& o : objects.at(section))
+            if (!skip_existing || !object_exists(c, section, o)) left.push_back(o);
+        return left;
+    };
+    for (const auto& r : missing("routines")) {
+        create_object(c, r);
+        created("DROP " + r.at("kind").get<std::string>() + " IF EXISTS " + quote_identifier(r.at("name").get<std::string>()));
+    }
+    create_views(c, missing("views"), [&](const std::string& name) { created("DROP VIEW IF EXISTS " + quote_identifier(name)); });
+    for (const auto& t : missing("triggers")) {
+        create_object(c, t);
+        created("DROP TRIGGER IF EXISTS " + quote_identifier(t.at("name").get<std::string>()));
+    }
+    for (const auto& e : missing("events")) {
+        create_object(c, e);
+        created("DROP EVENT IF EXISTS " + quote_identifier(e.at("name").get<std::string>()));
+    }
+}
+
+/// Cleans up after restores into the connection's database that were interrupted (a crash, a
+/// kill): one that got as far as its RENAME (a "-finish" journal) is finished, creating the
+/// routines, views, triggers and events it had not created yet, so its database reaches the state
+/// that restore set out to make; everything else under loading names (tables still loading, a
+/// "-pending" journal, a definer probe) is dropped, leaving the state before it. The caller holds
+/// restore_lock_name(), so none of them belongs to a restore still running. Throws Error when an
+/// interrupted restore cannot be finished.
+inline void recover_leftovers(Connection& c) {
     const Rows r = c.query("SELECT TABLE_NAME, TABLE_TYPE = 'VIEW' FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
                            "DATABASE() AND LEFT(TABLE_NAME, " + std::to_string(std::char_traits<char>::length(loading_prefix)) +
-                           ") = " + c.quote_string(loading_prefix));
+                           ") = " + c.quote_string(loading_prefix) + " ORDER BY TABLE_NAME");
     if (r.empty()) return;
+    constexpr std::string_view finish = "-finish";
+    for (const auto& row : r.rows) {
+        const std::string name = row[0].value_or("");
+        if (row[1] == "1" || name.size() < finish.size() || name.compare(name.size() - finish.size(), finish.size(), finish) != 0)
+            continue;
+        const auto objects = nlohmann::json::parse(c.query_value("SELECT objects FROM " + quote_identifier(name)).value_or(""),
+                                                   nullptr, false);
+        try {
+            if (objects.is_discarded()) throw Error("its journal cannot be read", 0, "");
+            create_set_objects(c, objects, /*skip_existing=*/true, [](const std::string&) {});
+        } catch (const Error& e) {
+            throw Error("a restore into this database was interrupted after its tables got their names, and creating "
+                        "the routines, views, triggers and events it had left failed (its journal is kept in " +
+                            quote_identifier(name) + "): " + e.what(),
+                        e.code(), e.sqlstate());
+        }
+        c.exec("DROP TABLE " + quote_identifier(name));
+    }
     c.exec("SET SESSION foreign_key_checks = 0");
-    for (const auto& row : r.rows)
-        c.exec(std::string(row[1] == "1" ? "DROP VIEW IF EXISTS " : "DROP TABLE IF EXISTS ") +
-               quote_identifier(row[0].value_or("")));
+    for (const auto& row : r.rows) {
+        const std::string name = row[0].value_or("");
+        if (row[1] != "1" && name.size() >= finish.size() && name.compare(name.size() - finish.size(), finish.size(), finish) == 0)
+            continue; // finished and dropped above
+        c.exec(std::string(row[1] == "1" ? "DROP VIEW IF EXISTS " : "DROP TABLE IF EXISTS ") + quote_identifier(name));
+    }
     c.exec("SET SESSION foreign_key_checks = 1");
 }
 
