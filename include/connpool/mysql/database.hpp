@@ -86,6 +86,7 @@
 #include "database_plan.hpp"
 #include "database_schema.hpp"
 #include "definer.hpp"
+#include "restore_journal.hpp"
 #include "error.hpp"
 #include "factory.hpp"
 #include "table.hpp"

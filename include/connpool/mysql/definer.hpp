@@ -6,11 +6,18 @@
 // when asked, give it to the restoring user instead (a CREATE without DEFINER means
 // DEFINER=CURRENT_USER). Only the statement's head is read: a body mentioning DEFINER is not.
 
+#include <algorithm>
 #include <cctype>
 #include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "connection.hpp"
+#include "error.hpp"
 
 namespace connpool::mysql::detail {
 
@@ -126,6 +133,41 @@ inline std::string without_definer(const std::string& sql) {
     std::size_t end = clause->end;
     while (end < sql.size() && std::isspace(static_cast<unsigned char>(sql[end]))) ++end;
     return sql.substr(0, clause->begin) + sql.substr(end);
+}
+
+/// Refuses, before anything is restored, a set whose views, triggers, routines or events name a
+/// DEFINER the connection's user may not give (another account, without SET USER or SUPER): they
+/// would fail only after every table was loaded. The server decides, through a probe view named
+/// `probe` created with that definer and dropped at once; a probe refused for another reason (no
+/// CREATE VIEW privilege, say) decides nothing, and the objects' own creation will tell.
+inline void check_definers(Connection& c, const nlohmann::json& schema, const std::string& probe, const std::string& what) {
+    const std::string me = c.query_value("SELECT CURRENT_USER()").value_or("");
+    std::vector<std::string> tried;
+    for (const char* section : {"views", "routines", "triggers", "events"}) {
+        for (const auto& o : schema.at(section)) {
+            const std::string sql = o.at("sql").get<std::string>();
+            const auto clause = find_definer(sql);
+            if (!clause || clause->account == "CURRENT_USER" || clause->account == me) continue;
+            const std::string definer = sql.substr(clause->begin, clause->end - clause->begin);
+            if (std::find(tried.begin(), tried.end(), definer) != tried.end()) continue;
+            tried.push_back(definer);
+            try {
+                c.exec("CREATE " + definer + " SQL SECURITY INVOKER VIEW " + quote_identifier(probe) + " AS SELECT 1");
+                c.exec("DROP VIEW " + quote_identifier(probe));
+            } catch (const Error& e) {
+                if (e.code() != 1227) continue; // ER_SPECIFIC_ACCESS_DENIED_ERROR: "you need SET USER or SUPER"
+                std::string kind = section == std::string("routines") ? o.value("kind", "routine") : section;
+                if (kind.back() == 's') kind.pop_back();
+                for (auto& ch : kind) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+                throw Error(what + ": the set's " + kind + " " + quote_identifier(o.at("name").get<std::string>()) +
+                                " has " + definer + ", and " + me +
+                                " may not create objects for another account (it needs SET USER or SUPER); restore "
+                                "with DatabaseRestoreOptions::definers = Definers::current_user to make the restoring "
+                                "user their definer, or as a user who may; nothing was changed",
+                            1227, "42000");
+            }
+        }
+    }
 }
 
 } // namespace connpool::mysql::detail
