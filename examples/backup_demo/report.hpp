@@ -51,8 +51,8 @@ inline void print_summary(std::FILE* out, const std::vector<connpool::Progress>&
         if (p.state == connpool::JobState::failed)
             std::fprintf(out, "    error: %s\n", connpool::monitor::terminal_safe(p.error).c_str());
     }
-    std::fprintf(out, "(MB: the backup's size; copied: pages read, counting those read again after\n"
-                      " a restart; MiB/s: copied / time; check s: checking, syncing, renaming the copy)\n");
+    std::fprintf(out, "(MB: the backup's size; copied: its pages (pages read again after a restart are\n"
+                      " not counted); MiB/s: copied / time; check s: checking, syncing, renaming it)\n");
 }
 
 } // namespace demo
