@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <random>
+#include <set>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -758,15 +759,16 @@ TEST_F(MysqlDatabaseJobs, a_second_restore_into_the_same_database_is_refused_whi
 }
 
 TEST_F(MysqlDatabaseJobs, a_restore_whose_view_cannot_be_created_fails_and_leaves_the_target_as_it_was) {
-    // Only t is chosen, but every view is copied: v reads u, which the set does not have.
-    sql().exec("CREATE TABLE t (id INT); INSERT INTO t VALUES (1); CREATE TABLE u (id INT); CREATE VIEW v AS SELECT * FROM u");
+    // v reads a table of another database, gone by the time the set is restored.
+    const std::string other = db_ + "_x";
+    server().root().exec("CREATE DATABASE " + other + "; CREATE TABLE " + other + ".x (a INT)");
+    sql().exec("CREATE TABLE t (id INT); INSERT INTO t VALUES (1); CREATE VIEW v AS SELECT * FROM " + other + ".x");
     sql().exec("CREATE PROCEDURE p() SELECT 1");
-    my::DatabaseBackupOptions options;
-    options.tables = {my::Table{"t"}};
     {
-        auto backup = my::backup_database(runner(), dir_ / "set", options);
+        auto backup = my::backup_database(runner(), dir_ / "set");
         ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
     }
+    server().root().exec("DROP DATABASE " + other);
     auto restore = my::restore_database(target(), dir_ / "set");
     ASSERT_EQ(restore.wait(), JobState::failed);
     EXPECT_NE(restore.error().find("creating the views failed"), std::string::npos) << restore.error();
@@ -902,6 +904,53 @@ TEST_F(MysqlDatabaseDefiners, a_user_who_may_give_objects_to_another_account_kee
     EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME "
                             "LIKE '#connpool%'"),
               "0");
+}
+
+TEST_F(MysqlDatabaseJobs, a_set_of_chosen_tables_takes_the_views_and_triggers_it_can_restore_and_lists_the_others) {
+    sql().exec("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2); CREATE TABLE `u``s` (id INT)");
+    sql().exec("CREATE TABLE audit (what INT)");
+    sql().exec("CREATE VIEW `of t` AS SELECT COUNT(*) AS n FROM t");
+    sql().exec("CREATE VIEW `of u` AS SELECT * FROM `u``s`");
+    sql().exec("CREATE VIEW `of of t` AS SELECT n * 10 AS m FROM `of t`");
+    sql().exec("CREATE VIEW `of both` AS SELECT n FROM `of t` JOIN `u``s`");
+    sql().exec("CREATE TRIGGER `on t` AFTER INSERT ON t FOR EACH ROW INSERT INTO audit VALUES (NEW.id)");
+    sql().exec("CREATE TRIGGER `on u` AFTER INSERT ON `u``s` FOR EACH ROW INSERT INTO audit VALUES (NEW.id)");
+    sql().exec("CREATE PROCEDURE p() SELECT COUNT(*) FROM `u``s`");
+    my::DatabaseBackupOptions options;
+    options.tables = {my::Table{"t"}, my::Table{"audit"}};
+    {
+        auto backup = my::backup_database(runner(), dir_ / "set", options);
+        ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    }
+    auto restore = my::restore_database(target(), dir_ / "set");
+    ASSERT_EQ(restore.wait(), JobState::succeeded) << restore.error();
+    my::Connection t = target_sql();
+    EXPECT_EQ(t.query_value("SELECT m FROM `of of t`"), "20");
+    EXPECT_EQ(t.query_value("SELECT GROUP_CONCAT(TABLE_NAME ORDER BY TABLE_NAME) FROM information_schema.TABLES WHERE "
+                            "TABLE_SCHEMA = DATABASE()"),
+              "audit,of of t,of t,t");
+    EXPECT_EQ(t.query_value("SELECT GROUP_CONCAT(TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = "
+                            "DATABASE()"),
+              "on t");
+    EXPECT_EQ(t.query_value("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()"), "1");
+    t.exec("INSERT INTO t VALUES (3)");
+    EXPECT_EQ(t.query_value("SELECT what FROM audit"), "3");
+    // What the set left out, it says.
+    std::ifstream in(dir_ / "set" / "schema.json");
+    const auto schema = nlohmann::json::parse(in);
+    std::vector<std::string> left;
+    for (const auto& o : schema.at("left_out")) left.push_back(o.at("kind").get<std::string>() + " " + o.at("name").get<std::string>());
+    std::sort(left.begin(), left.end());
+    EXPECT_EQ(left, (std::vector<std::string>{"trigger on u", "view of both", "view of u"}));
+}
+
+TEST(MysqlViewReads, the_relations_a_view_reads_come_from_its_canonical_definition) {
+    const std::set<std::string> relations{"t", "b`q", "v", "db"};
+    EXPECT_EQ(my::detail::view_reads("select `b`.`a` AS `a`,(select count(0) from `db`.`t`) AS `n` from (`db`.`b``q` `b` "
+                                     "join `mysql`.`user` `u` on(1 = 0)) where `db`.`v`.`x` = 'db.`nope`'",
+                                     "db", relations),
+              (std::set<std::string>{"t", "b`q", "v"}));
+    EXPECT_TRUE(my::detail::view_reads("select 1 AS `1`", "db", relations).empty());
 }
 
 TEST_F(MysqlDatabaseJobs, a_chosen_table_that_does_not_exist_is_refused_before_anything_is_written) {

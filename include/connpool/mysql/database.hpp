@@ -98,8 +98,10 @@ namespace connpool::mysql {
 /// How backup_database() copies. Every field has a default.
 struct DatabaseBackupOptions {
     /// The tables to copy; a name that is not a table of the database fails backup_database before
-    /// anything is written. Default: every table of the connection's database (views, triggers,
-    /// routines and events are copied either way).
+    /// anything is written. Default: every table of the connection's database. With a subset,
+    /// the views that read only chosen tables (or such views) and the chosen tables' triggers are
+    /// copied, the others listed in schema.json's "left_out" (they could not be restored); the
+    /// routines and events are copied either way.
     std::vector<Table> tables{};
     /// Compression, verification and lock timeout of each table's file (overwrite is set by the
     /// backup). Default: TableBackupOptions' defaults.

@@ -6,9 +6,13 @@
 // read in) (schema.json), and the binary log position (metadata.json);
 // and how a restore runs those statements again.
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <set>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -60,16 +64,83 @@ inline nlohmann::json show_create(Connection& c, const std::string& kind, const 
 /// version 2 set (naming the version) instead of restoring it without its events.
 inline constexpr int schema_version = 2;
 
+/// Returns the names of `database`'s relations that the view definition `definition` reads: the
+/// server writes each table a view reads as `database`.`name` (information_schema.VIEWS, MariaDB
+/// and MySQL alike), columns by their table's alias. Only names in `relations` count (an alias
+/// that happens to be the database's name is not a relation).
+inline std::set<std::string> view_reads(std::string_view definition, const std::string& database,
+                                        const std::set<std::string>& relations) {
+    std::set<std::string> out;
+    const std::string needle = quote_identifier(database) + ".";
+    for (std::size_t at = definition.find(needle); at != std::string_view::npos; at = definition.find(needle, at + 1)) {
+        std::size_t pos = at + needle.size();
+        if (pos >= definition.size() || definition[pos] != '`') continue;
+        std::string name;
+        for (++pos; pos < definition.size(); ++pos) {
+            if (definition[pos] == '`') {
+                if (pos + 1 < definition.size() && definition[pos + 1] == '`') {
+                    name += '`';
+                    ++pos;
+                } else {
+                    break;
+                }
+            } else {
+                name += definition[pos];
+            }
+        }
+        if (relations.count(name) != 0) out.insert(std::move(name));
+    }
+    return out;
+}
+
 /// Reads the schema of the set's tables and the database's views, triggers, routines and events.
+/// A view is copied when every relation of the database it reads is one of `tables` or a copied
+/// view, a trigger when its table is one of `tables`: with a chosen subset, the others could not
+/// be created on restore. They are listed in "left_out". Routines and events are always copied
+/// (their bodies are read only when they run).
 inline nlohmann::json read_schema(Connection& c, const std::vector<Table>& tables) {
     nlohmann::json schema = {{"format", "connpool-mysql-set"}, {"version", schema_version}};
     nlohmann::json list = nlohmann::json::array();
-    for (const auto& t : tables) list.push_back(show_create(c, "TABLE", t.name, "Create Table"));
+    std::set<std::string> have; // what the restored database will have to read from
+    for (const auto& t : tables) {
+        list.push_back(show_create(c, "TABLE", t.name, "Create Table"));
+        have.insert(t.name);
+    }
     schema["tables"] = std::move(list);
+    nlohmann::json left_out = nlohmann::json::array();
+    const std::string database = c.query_value("SELECT DATABASE()").value_or("");
+    std::set<std::string> relations;
+    for (const auto& r : c.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").rows)
+        relations.insert(r[0].value_or(""));
+    std::vector<std::pair<std::string, std::set<std::string>>> pending;
+    for (const auto& v : rows_json(c, "SELECT TABLE_NAME AS n, VIEW_DEFINITION AS d FROM information_schema.VIEWS WHERE "
+                                      "TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME")) {
+        const std::string name = v.at("n").get<std::string>();
+        pending.emplace_back(name, view_reads(v.at("d").is_string() ? v.at("d").get<std::string>() : "", database, relations));
+        pending.back().second.erase(name);
+    }
+    std::set<std::string> copied;
+    for (bool more = true; more;) { // a view of a view: as many rounds as the chain is long
+        more = false;
+        for (auto& [name, reads] : pending) {
+            if (name.empty() || !std::all_of(reads.begin(), reads.end(), [&](const std::string& r) { return have.count(r) != 0; }))
+                continue;
+            have.insert(name);
+            copied.insert(name);
+            name.clear();
+            more = true;
+        }
+    }
     nlohmann::json views = nlohmann::json::array();
-    for (const auto& v : rows_json(c, "SELECT TABLE_NAME AS n FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() "
-                                      "ORDER BY TABLE_NAME"))
-        views.push_back(show_create(c, "VIEW", v.at("n").get<std::string>(), "Create View"));
+    for (const auto& [name, reads] : pending) {
+        if (!name.empty()) {
+            std::vector<std::string> missing;
+            for (const auto& r : reads)
+                if (have.count(r) == 0) missing.push_back(r);
+            left_out.push_back({{"kind", "view"}, {"name", name}, {"reads", missing}});
+        }
+    }
+    for (const auto& name : copied) views.push_back(show_create(c, "VIEW", name, "Create View"));
     schema["views"] = std::move(views);
     nlohmann::json routines = nlohmann::json::array();
     for (const auto& v : rows_json(c, "SELECT ROUTINE_TYPE AS k, ROUTINE_NAME AS n FROM information_schema.ROUTINES WHERE "
@@ -84,15 +155,21 @@ inline nlohmann::json read_schema(Connection& c, const std::vector<Table>& table
     nlohmann::json triggers = nlohmann::json::array();
     // A trigger lives in its table's database; the server looks triggers up by the table's
     // (EVENT_OBJECT_SCHEMA) and reads every database's for TRIGGER_SCHEMA alone.
-    for (const auto& v : rows_json(c, "SELECT TRIGGER_NAME AS n FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = "
-                                      "DATABASE() ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER"))
-        triggers.push_back(show_create(c, "TRIGGER", v.at("n").get<std::string>(), "SQL Original Statement"));
+    for (const auto& v : rows_json(c, "SELECT TRIGGER_NAME AS n, EVENT_OBJECT_TABLE AS t FROM information_schema.TRIGGERS "
+                                      "WHERE EVENT_OBJECT_SCHEMA = DATABASE() ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER")) {
+        const std::string table = v.at("t").get<std::string>();
+        if (std::none_of(tables.begin(), tables.end(), [&](const Table& t) { return t.name == table; }))
+            left_out.push_back({{"kind", "trigger"}, {"name", v.at("n")}, {"table", table}});
+        else
+            triggers.push_back(show_create(c, "TRIGGER", v.at("n").get<std::string>(), "SQL Original Statement"));
+    }
     schema["triggers"] = std::move(triggers);
     nlohmann::json events = nlohmann::json::array();
     for (const auto& v : rows_json(c, "SELECT EVENT_NAME AS n FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE() "
                                       "ORDER BY EVENT_NAME"))
         events.push_back(show_create(c, "EVENT", v.at("n").get<std::string>(), "Create Event"));
     schema["events"] = std::move(events);
+    schema["left_out"] = std::move(left_out);
     return schema;
 }
 
