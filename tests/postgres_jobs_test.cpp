@@ -28,7 +28,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,9 +76,27 @@ constexpr const char* kill_child_dest = "CONNPOOL_PG_KILL_CHILD_DEST";
     std::_Exit(code);
 }
 
+/// With this variable set too, the child restores the set it names instead (restore_database
+/// through a pool of 2), and the parent kills it at a random moment.
+constexpr const char* kill_child_restore = "CONNPOOL_PG_KILL_CHILD_RESTORE";
+
+[[noreturn]] void restore_child_main(const char* conninfo, const char* set) {
+    int code = 0;
+    try {
+        PgPool pool(pg::Factory(conninfo), pg_pool_options(2));
+        PgRunner runner(pool);
+        code = pg::restore_database(runner, set).wait() == JobState::succeeded ? 0 : 2;
+    } catch (const std::exception&) {
+        code = 4;
+    }
+    std::_Exit(code);
+}
+
 /// Runs the child's work when this process is one (before main, so before GoogleTest).
 const bool kill_child_started = [] {
     const char* conninfo = std::getenv(kill_child_conninfo);
+    if (conninfo != nullptr && std::getenv(kill_child_restore) != nullptr)
+        restore_child_main(conninfo, std::getenv(kill_child_restore));
     if (conninfo != nullptr) kill_child_main(conninfo, std::getenv(kill_child_dest));
     return false;
 }();
@@ -835,7 +855,126 @@ TEST_F(PostgresDatabaseJobs, a_table_restore_does_not_read_again_what_the_manife
     EXPECT_NE(restore.error().find("checksum"), std::string::npos) << restore.error();
     EXPECT_GT(sent.load(), 0u) << "the manifest check read the file: its restore loads without a check pass";
     pg::Connection t = target_sql();
-    EXPECT_EQ(t.query_value("SELECT count(*) FROM t"), "0");
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_class WHERE relname = 't'"), "0") << "the failed set dropped its table";
+}
+
+/// Fills the source with what a restore creates besides tables (a schema, an enum, a domain, a
+/// function, a view, a sequence) and two tables of `rows` rows.
+void create_set_objects(pg::Connection& c, int rows) {
+    c.exec("CREATE SCHEMA \"Set's schema\"; CREATE TYPE mood AS ENUM ('ok', 'meh'); CREATE DOMAIN positive AS int CHECK (VALUE > 0)");
+    c.exec("CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 2 * x'");
+    c.exec("CREATE TABLE big (id int PRIMARY KEY, m mood, p positive, pad text)");
+    c.exec("INSERT INTO big SELECT i, 'ok', i, repeat('p', 100) FROM generate_series(1, " + std::to_string(rows) + ") i");
+    c.exec("CREATE TABLE \"Set's schema\".other (id bigserial PRIMARY KEY, v int); INSERT INTO \"Set's schema\".other (v) "
+           "SELECT i FROM generate_series(1, 1000) i");
+    c.exec("CREATE VIEW doubled AS SELECT id, twice(id) AS d FROM big; CREATE SEQUENCE loose START 42");
+}
+
+/// Returns what a restore of create_set_objects' set leaves in `c`'s database, as one line.
+std::string set_objects_in(pg::Connection& c) {
+    return *c.query_value(
+        "SELECT concat_ws(' ', (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname NOT LIKE "
+        "'pg\\_%' AND nspname NOT IN ('public', 'information_schema')), (SELECT string_agg(relname, ',' ORDER BY relname) FROM "
+        "pg_class WHERE relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, "
+        "'pg_toast'::regnamespace) AND relkind IN ('r', 'v', 'S')), (SELECT string_agg(typname, ',' ORDER BY typname) FROM "
+        "pg_type WHERE typnamespace = 'public'::regnamespace AND typtype IN ('e', 'd')), (SELECT string_agg(proname, ',' ORDER "
+        "BY proname) FROM pg_proc WHERE pronamespace = 'public'::regnamespace))");
+}
+
+TEST_F(PostgresDatabaseJobs, a_cancelled_restore_drops_every_object_it_created_and_nothing_that_was_there) {
+    create_set_objects(sql(), 200'000);
+    auto backup = pg::backup_database(runner(2), dir_ / "set");
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    PgRunner& into = target();
+    pg::Connection t = target_sql();
+    t.exec("CREATE TABLE was_there (a int); INSERT INTO was_there VALUES (1); CREATE FUNCTION kept() RETURNS int "
+           "LANGUAGE sql AS 'SELECT 1'");
+    const std::string before = set_objects_in(t);
+    auto restore = pg::restore_database(into, dir_ / "set");
+    restore.cancel(); // the pre-data schema has committed by now; the tables are loading
+    EXPECT_EQ(restore.wait(), JobState::cancelled) << restore.error();
+    EXPECT_EQ(set_objects_in(t), before);
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM was_there"), "1");
+    // And it runs again, whole.
+    auto again = pg::restore_database(into, dir_ / "set");
+    ASSERT_EQ(again.wait(), JobState::succeeded) << again.error();
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM big"), "200000");
+    EXPECT_EQ(t.query_value("SELECT d FROM doubled WHERE id = 21"), "42");
+    EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '#connpool%'"), "0");
+}
+
+TEST_F(PostgresDatabaseJobs, a_restore_killed_at_any_moment_is_undone_by_the_next_one_which_then_succeeds) {
+    create_set_objects(sql(), 100'000);
+    auto backup = pg::backup_database(runner(2), dir_ / "set");
+    ASSERT_EQ(backup.wait(), JobState::succeeded) << backup.error();
+    target();
+    std::optional<pg::Connection> target_connection(target_sql());
+    const std::string empty = set_objects_in(*target_connection);
+    // How long a whole restore takes here: the kills land anywhere from before it starts to after it ends.
+    const auto start = std::chrono::steady_clock::now();
+    {
+        auto whole = pg::restore_database(*target_runner_, dir_ / "set");
+        ASSERT_EQ(whole.wait(), JobState::succeeded) << whole.error();
+    }
+    const int span_ms = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count() * 12 / 10 + 50);
+    target_connection.reset();
+    target_runner_.reset();
+    target_pool_.reset();
+    server().psql("DROP DATABASE IF EXISTS " + target_ + " WITH (FORCE)");
+    target();
+    target_connection.emplace(target_sql());
+    std::mt19937 random(20261204);
+    int killed = 0, finished = 0, undone = 0;
+    for (int trial = 0; trial < 6; ++trial) {
+        SCOPED_TRACE("trial " + std::to_string(trial));
+        pg::Connection& t = *target_connection;
+        std::vector<std::string> env_strings{std::string(kill_child_conninfo) + "=" + server().conninfo(target_),
+                                             std::string(kill_child_restore) + "=" + (dir_ / "set").string()};
+        for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+        std::vector<char*> env;
+        for (auto& e : env_strings) env.push_back(e.data());
+        env.push_back(nullptr);
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            const char* argv[] = {"postgres_jobs_test", "--gtest_list_tests", nullptr};
+            ::execve("/proc/self/exe", const_cast<char* const*>(argv), env.data());
+            std::_Exit(127);
+        }
+        ASSERT_GT(pid, 0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, span_ms)(random)));
+        ::kill(pid, SIGKILL);
+        int status = 0;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        if (WIFSIGNALED(status)) ++killed;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++finished;
+        else ADD_FAILURE() << "the child failed with status " << status;
+        const bool journal = t.query_value("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '#connpool%'") != "0";
+        const bool whole = !journal && set_objects_in(t) != empty;
+        if (whole) {
+            // The new state: every table whole.
+            EXPECT_EQ(t.query_value("SELECT count(*) FROM big"), "100000");
+            EXPECT_EQ(t.query_value("SELECT count(*) FROM \"Set's schema\".other"), "1000");
+        } else {
+            // The old state, or a journal the next restore runs first.
+            if (journal) ++undone;
+            auto again = pg::restore_database(*target_runner_, dir_ / "set");
+            ASSERT_EQ(again.wait(), JobState::succeeded) << again.error();
+            EXPECT_EQ(t.query_value("SELECT count(*) FROM big"), "100000");
+            EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '#connpool%'"), "0");
+        }
+        // Back to an empty target for the next trial.
+        target_connection.reset();
+        target_runner_.reset();
+        target_pool_.reset();
+        server().psql("DROP DATABASE IF EXISTS " + target_ + " WITH (FORCE)");
+        target();
+        target_connection.emplace(target_sql());
+    }
+    std::printf("pg restore kills (within %d ms): %d killed (%d leaving a journal), %d finished before the kill\n", span_ms,
+                killed, undone, finished);
+    EXPECT_GT(killed, 0);
 }
 
 TEST_F(PostgresDatabaseJobs, table_and_database_round_trips_work_through_pgbouncer_in_session_mode) {

@@ -23,7 +23,9 @@
 // table claimed, on the leader and every connection the pool has idle, each in its own
 // transaction; then the rest (foreign keys, triggers, ...) and the sequences in one. The leader
 // and those helpers ran pg_dump's SET commands, so they are discarded afterwards. A failing
-// piece fails the set, naming it; the tables' data stays committed.
+// piece fails the set, naming it. The whole is all-or-nothing through an undo journal the
+// pre-data transaction commits and the last post-data one drops (restore_undo.hpp): a failed or
+// cancelled set drops what it created; a killed one is undone by the next restore.
 //
 // Layout of a set: pre-data.sql, post-data.sql, tables.json (schema, name, file of each table),
 // sequences.json, table-NNNN.copy (table_file.hpp), manifest.json.
@@ -63,6 +65,7 @@
 #include "error.hpp"
 #include "pg_dump.hpp"
 #include "post_data.hpp"
+#include "restore_undo.hpp"
 #include "table.hpp"
 #include "table_backup.hpp"
 #include "table_restore.hpp"
@@ -466,9 +469,21 @@ template <class Runner>
     auto leader = std::make_shared<decltype(pool.acquire())>(pool.acquire());
     Connection& c = **leader;
     const std::string what = "restore of " + detail::file_quoted(src_dir) + " into " + c.where();
+    const std::string journal = detail::undo_schema_name(); // restore_undo.hpp: what makes it all-or-nothing
+    try {
+        if (!detail::take_restore_lock(c))
+            throw Error(what + ": another restore_database into this database is running; nothing was changed", "55P03");
+        detail::undo_killed_restores(c);
+    } catch (const Error& e) {
+        leader->discard();
+        if (e.sqlstate() == "55P03") throw;
+        throw Error(what + ": " + e.what() + "; nothing was changed", e.sqlstate());
+    }
     try {
         c.exec("BEGIN");
+        const detail::CatalogBefore before = detail::catalog_before(c);
         c.exec(pre);
+        detail::write_undo_journal(c, journal, detail::undo_statements(c, before));
         c.exec("COMMIT");
     } catch (const Error& e) {
         leader->discard();
@@ -507,7 +522,7 @@ template <class Runner>
                                                }));
     }
     state->finisher = std::thread([state_ptr = state.get(), &runner, &pool, leader, post_data, by_table, loaded,
-                                   tables, sequences, what, table_progress = options.table_progress] {
+                                   tables, sequences, what, journal, table_progress = options.table_progress] {
         // Until every table has ended: submit the indexes of each one that committed.
         std::vector<bool> submitted(tables.size(), false);
         const auto submit_post = [&](std::size_t i) {
@@ -534,7 +549,7 @@ template <class Runner>
             std::lock_guard lock(state_ptr->mu);
             schema_jobs = state_ptr->schema_jobs;
         }
-        const std::string post_failed = what + ": post-data schema or sequences failed (the tables' data is in place): ";
+        const std::string post_failed = what + ": post-data schema or sequences failed: ";
         for (const auto& h : schema_jobs) {
             const JobState s = h.wait();
             if (end == JobState::succeeded && s == JobState::failed) {
@@ -576,11 +591,25 @@ template <class Runner>
                                                                        s.at("name").get<std::string>()}),
                                 s.at("last_value").get<std::string>(),
                                 std::string(s.at("is_called").get<bool>() ? "true" : "false")});
+                conn.exec(detail::drop_undo_journal(conn, journal)); // commits the restore's success
                 conn.exec("COMMIT");
             } catch (const std::exception& e) {
                 end = JobState::failed;
                 error = post_failed + e.what();
             }
+        }
+        if (end != JobState::succeeded) {
+            // Everything the set created goes again, in one transaction: the database is as it was.
+            Connection& conn = **leader;
+            std::string outcome = "; everything it created was dropped again: the database is as it was";
+            try {
+                if (conn.in_transaction()) conn.exec("ROLLBACK");
+                detail::run_undo_journal(conn, journal);
+            } catch (const std::exception& e) {
+                outcome = std::string("; dropping what it created failed too (the next restore_database into this database "
+                                      "drops it): ") + e.what();
+            }
+            if (end == JobState::failed) error += outcome;
         }
         leader->discard(); // the session ran pg_dump's SET commands: not for reuse
         detail::finish_set(*state_ptr, end, std::move(error));
