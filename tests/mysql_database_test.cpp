@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.hpp"
 #include "file_tamper.hpp"
 #include "mysql_fixtures.hpp"
 
@@ -128,6 +129,14 @@ protected:
     }
 
     [[nodiscard]] my::Connection target_sql() const { return my::Factory(server().tcp(target_)).create(); }
+
+    /// Starts a child that restores dir_/set into the target (crash_child_main); returns its pid.
+    [[nodiscard]] pid_t spawn_restore_child() const {
+        return connpool::testing::spawn_self(
+            {std::string(crash_child_env) + "=" + std::to_string(server().tcp().port) + " " + target_ + " " +
+                 (dir_ / "set").string(),
+             std::string("MYSQL_PWD=") + MariadbServer::password});
+    }
 
     /// Returns the exact contents of `quoted_table` on `c`: every row, ordered, as text.
     static std::string contents(my::Connection& c, const std::string& quoted_table) {
@@ -601,22 +610,11 @@ TEST_F(MysqlDatabaseJobs, a_restore_killed_at_any_moment_leaves_none_of_the_tabl
     int killed = 0, finished = 0, leftovers = 0;
     for (int trial = 0; trial < 6; ++trial) {
         SCOPED_TRACE("trial " + std::to_string(trial));
-        const pid_t pid = ::fork();
-        if (pid == 0) {
-            const std::string spec = std::to_string(server().tcp().port) + " " + target_ + " " + (dir_ / "set").string();
-            ::setenv(crash_child_env, spec.c_str(), 1);
-            ::setenv("MYSQL_PWD", MariadbServer::password, 1);
-            const char* argv[] = {"mysql_database_test", "--gtest_list_tests", nullptr};
-            ::execv("/proc/self/exe", const_cast<char* const*>(argv));
-            std::_Exit(127);
-        }
+        const pid_t pid = spawn_restore_child();
         ASSERT_GT(pid, 0);
         // Killed anywhere from before the tables exist to after the rename.
         std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 900)(random)));
-        ::kill(pid, SIGKILL);
-        int status = 0;
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
+        const int status = connpool::testing::kill_and_reap(pid);
         if (WIFSIGNALED(status)) ++killed;
         else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++finished;
         else ADD_FAILURE() << "the child failed with status " << status;
@@ -686,15 +684,7 @@ TEST_F(MysqlDatabaseJobs, a_restore_killed_after_its_rename_is_finished_by_the_n
     my::Connection t = target_sql();
     my::Connection locker = server().root();
     locker.exec("LOCK TABLES " + other + ".x WRITE");
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        const std::string spec = std::to_string(server().tcp().port) + " " + target_ + " " + (dir_ / "set").string();
-        ::setenv(crash_child_env, spec.c_str(), 1);
-        ::setenv("MYSQL_PWD", MariadbServer::password, 1);
-        const char* argv[] = {"mysql_database_test", "--gtest_list_tests", nullptr};
-        ::execv("/proc/self/exe", const_cast<char* const*>(argv));
-        std::_Exit(127);
-    }
+    const pid_t pid = spawn_restore_child();
     ASSERT_GT(pid, 0);
     std::optional<std::string> waiting;
     for (int i = 0; i < 600 && !waiting; ++i) {
@@ -702,10 +692,7 @@ TEST_F(MysqlDatabaseJobs, a_restore_killed_after_its_rename_is_finished_by_the_n
                                 "' AND INFO LIKE 'CREATE%VIEW%' AND STATE LIKE 'Waiting for table metadata lock%'");
         if (!waiting) std::this_thread::sleep_for(50ms);
     }
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    connpool::testing::kill_and_reap(pid);
     ASSERT_TRUE(waiting) << "the child never reached the view";
     // A crash takes the session with it (the server would otherwise finish its statement, and
     // its restore lock would hold the next restore off until then).

@@ -37,6 +37,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "child_process.hpp"
 #include "eventually.hpp"
 #include "file_tamper.hpp"
 #include "sanitizers.hpp"
@@ -56,36 +57,24 @@ using connpool::testing::PgServer;
 using connpool::testing::PgTest;
 using connpool::testing::pg_pool_options;
 
-/// The environment that makes this binary, re-executed, the killed backup's child process.
+/// The environment that makes this binary, re-executed, a child the parent kills: with a
+/// conninfo and a destination it backs public.t up there (overwrite; the parent kills it in its
+/// COPY), with a conninfo and a set directory it restores the set (restore_database, a pool of
+/// 2; killed at a random moment). It exits 0 when it finished, 2 when its job did not succeed.
 constexpr const char* kill_child_conninfo = "CONNPOOL_PG_KILL_CHILD_CONNINFO";
 constexpr const char* kill_child_dest = "CONNPOOL_PG_KILL_CHILD_DEST";
+constexpr const char* kill_child_restore = "CONNPOOL_PG_KILL_CHILD_RESTORE";
 
-/// The child's work: back up public.t to the destination, replacing it (overwrite). Exits 0
-/// when it finished, which the parent never lets it do: it is SIGKILLed in its COPY.
-[[noreturn]] void kill_child_main(const char* conninfo, const char* dest) {
+[[noreturn]] void kill_child_main(const char* conninfo, const char* dest, const char* set) {
     int code = 0;
     try {
-        PgPool pool(pg::Factory(conninfo), pg_pool_options(1));
+        PgPool pool(pg::Factory(conninfo), pg_pool_options(set != nullptr ? 2 : 1));
         PgRunner runner(pool);
         pg::TableBackupOptions o;
         o.overwrite = true;
-        code = runner.submit(pg::backup_table({"t"}, dest, o)).wait() == JobState::succeeded ? 0 : 2;
-    } catch (const std::exception&) {
-        code = 4;
-    }
-    std::_Exit(code);
-}
-
-/// With this variable set too, the child restores the set it names instead (restore_database
-/// through a pool of 2), and the parent kills it at a random moment.
-constexpr const char* kill_child_restore = "CONNPOOL_PG_KILL_CHILD_RESTORE";
-
-[[noreturn]] void restore_child_main(const char* conninfo, const char* set) {
-    int code = 0;
-    try {
-        PgPool pool(pg::Factory(conninfo), pg_pool_options(2));
-        PgRunner runner(pool);
-        code = pg::restore_database(runner, set).wait() == JobState::succeeded ? 0 : 2;
+        const JobState end = set != nullptr ? pg::restore_database(runner, set).wait()
+                                            : runner.submit(pg::backup_table({"t"}, dest, o)).wait();
+        code = end == JobState::succeeded ? 0 : 2;
     } catch (const std::exception&) {
         code = 4;
     }
@@ -95,9 +84,7 @@ constexpr const char* kill_child_restore = "CONNPOOL_PG_KILL_CHILD_RESTORE";
 /// Runs the child's work when this process is one (before main, so before GoogleTest).
 const bool kill_child_started = [] {
     const char* conninfo = std::getenv(kill_child_conninfo);
-    if (conninfo != nullptr && std::getenv(kill_child_restore) != nullptr)
-        restore_child_main(conninfo, std::getenv(kill_child_restore));
-    if (conninfo != nullptr) kill_child_main(conninfo, std::getenv(kill_child_dest));
+    if (conninfo != nullptr) kill_child_main(conninfo, std::getenv(kill_child_dest), std::getenv(kill_child_restore));
     return false;
 }();
 
@@ -580,26 +567,13 @@ TEST_F(PostgresTableJobs, a_backup_killed_in_its_copy_leaves_no_file_or_the_old_
     };
     auto kill_in_copy = [&] {
         ASSERT_TRUE(worker_gone()) << "the last child's session is still there";
-        std::vector<std::string> env_strings{std::string(kill_child_conninfo) + "=" + conninfo,
-                                             std::string(kill_child_dest) + "=" + dest.string()};
-        for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
-        std::vector<char*> env;
-        for (auto& e : env_strings) env.push_back(e.data());
-        env.push_back(nullptr);
         const auto before = entries();
-        const pid_t pid = ::fork(); // exec at once: the child starts single-threaded
-        if (pid == 0) {
-            const char* argv[] = {"postgres_jobs_test", "--gtest_list_tests", nullptr};
-            ::execve("/proc/self/exe", const_cast<char* const*>(argv), env.data());
-            std::_Exit(127);
-        }
+        const pid_t pid = connpool::testing::spawn_self(
+            {std::string(kill_child_conninfo) + "=" + conninfo, std::string(kill_child_dest) + "=" + dest.string()});
         ASSERT_GT(pid, 0);
         const bool in_copy = wait_for_running(sql(), worker, "COPY") &&
                              connpool::testing::eventually([&] { return entries() > before; }, 10s);
-        ::kill(pid, SIGKILL);
-        int status = 0;
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
+        const int status = connpool::testing::kill_and_reap(pid);
         ASSERT_TRUE(in_copy) << "the child never reached its COPY with a temp file";
         ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
         EXPECT_EQ(entries(), before + 1) << "the killed backup's temp file is left (and nothing else)";
@@ -918,35 +892,25 @@ TEST_F(PostgresDatabaseJobs, a_restore_killed_at_any_moment_is_undone_by_the_nex
     }
     const int span_ms = static_cast<int>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count() * 12 / 10 + 50);
-    target_connection.reset();
-    target_runner_.reset();
-    target_pool_.reset();
-    server().psql("DROP DATABASE IF EXISTS " + target_ + " WITH (FORCE)");
-    target();
-    target_connection.emplace(target_sql());
+    const auto anew = [&] { // an empty target again, with a new pool and runner
+        target_connection.reset();
+        target_runner_.reset();
+        target_pool_.reset();
+        server().psql("DROP DATABASE IF EXISTS " + target_ + " WITH (FORCE)");
+        target();
+        target_connection.emplace(target_sql());
+    };
+    anew();
     std::mt19937 random(20261204);
     int killed = 0, finished = 0, undone = 0;
     for (int trial = 0; trial < 6; ++trial) {
         SCOPED_TRACE("trial " + std::to_string(trial));
         pg::Connection& t = *target_connection;
-        std::vector<std::string> env_strings{std::string(kill_child_conninfo) + "=" + server().conninfo(target_),
-                                             std::string(kill_child_restore) + "=" + (dir_ / "set").string()};
-        for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
-        std::vector<char*> env;
-        for (auto& e : env_strings) env.push_back(e.data());
-        env.push_back(nullptr);
-        const pid_t pid = ::fork();
-        if (pid == 0) {
-            const char* argv[] = {"postgres_jobs_test", "--gtest_list_tests", nullptr};
-            ::execve("/proc/self/exe", const_cast<char* const*>(argv), env.data());
-            std::_Exit(127);
-        }
+        const pid_t pid = connpool::testing::spawn_self({std::string(kill_child_conninfo) + "=" + server().conninfo(target_),
+                                                         std::string(kill_child_restore) + "=" + (dir_ / "set").string()});
         ASSERT_GT(pid, 0);
         std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, span_ms)(random)));
-        ::kill(pid, SIGKILL);
-        int status = 0;
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
+        const int status = connpool::testing::kill_and_reap(pid);
         if (WIFSIGNALED(status)) ++killed;
         else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++finished;
         else ADD_FAILURE() << "the child failed with status " << status;
@@ -964,13 +928,7 @@ TEST_F(PostgresDatabaseJobs, a_restore_killed_at_any_moment_is_undone_by_the_nex
             EXPECT_EQ(t.query_value("SELECT count(*) FROM big"), "100000");
             EXPECT_EQ(t.query_value("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '#connpool%'"), "0");
         }
-        // Back to an empty target for the next trial.
-        target_connection.reset();
-        target_runner_.reset();
-        target_pool_.reset();
-        server().psql("DROP DATABASE IF EXISTS " + target_ + " WITH (FORCE)");
-        target();
-        target_connection.emplace(target_sql());
+        anew(); // an empty target for the next trial
     }
     std::printf("pg restore kills (within %d ms): %d killed (%d leaving a journal), %d finished before the kill\n", span_ms,
                 killed, undone, finished);
